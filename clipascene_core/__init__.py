@@ -1,0 +1,3 @@
+"""CLIPascene: scene sketching at several levels of abstraction, as a library."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""`clipascene` command line: sketch an image into SVG files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import PRESETS, ConfigError, make_config
+from .imageio import ImageInputError, load_image
+from .models import DEFAULT_CLIP_MODEL, WeightsError, default_threads, load_clip, resolve_device
+
+logger = logging.getLogger("clipascene")
+
+EXIT_INPUT = 2
+EXIT_WEIGHTS = 3
+EXIT_CANCELLED = 130
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"layers must be comma-separated numbers like 2,8,11, not {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipascene", description="Vector scene sketches at several levels of abstraction."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    sketch = commands.add_parser(
+        "sketch", help="sketch an image: one SVG + PNG per fidelity layer, and manifest.json"
+    )
+    sketch.add_argument("image", type=Path, help="PNG, JPEG or WebP image")
+    sketch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    sketch.add_argument("--layers", type=_layers, default=None,
+                        help="CLIP layers, one column each (default 2,8,11; any of 0..11)")
+    sketch.add_argument("--preset", choices=PRESETS, default="standard",
+                        help="preview (~500 steps), standard (reference steps, 1 seed), "
+                             "paper (reference steps, 2 seeds)")
+    sketch.add_argument("--strokes", type=int, default=None, help="strokes per sketch (64)")
+    sketch.add_argument("--iterations", type=int, default=None,
+                        help="override the preset's training steps per sketch")
+    sketch.add_argument("--seed", type=int, default=None,
+                        help="random seed (the paper preset also runs seed + 1000)")
+    sketch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    sketch.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
+                        help="open_clip model name, or tiny-test (tiny random model for tests)")
+    sketch.add_argument("--weights", default="openai",
+                        help="openai (downloaded once), random, or a path to a weights file")
+    sketch.add_argument("--quiet", action="store_true", help="no progress bar")
+    sketch.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+def _seeds(preset: str, seed: int | None) -> tuple[int, ...] | None:
+    if seed is None:
+        return None
+    return (seed, seed + 1000) if preset == "paper" else (seed,)
+
+
+def run_sketch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .fidelity import Cancelled
+    from .pipeline import RANDOM_WEIGHTS_WARNING, sketch_fidelity_row
+
+    config = make_config(
+        args.preset, layers=args.layers, strokes=args.strokes, iterations=args.iterations,
+        seeds=_seeds(args.preset, args.seed),
+    )
+    image = load_image(args.image)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a folder.")
+    device = resolve_device(args.device)
+    default_threads()
+    encoder = load_clip(args.clip_model, args.weights, device)
+    if not encoder.info.meaningful:
+        print(f"note: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
+               desc=f"sketching on {device}")
+
+    def show(progress) -> None:
+        bar.total = progress.steps_total
+        bar.n = progress.steps_done
+        if progress.losses:
+            bar.set_postfix(loss=f"{min(progress.losses.values()):.4g}", refresh=False)
+        bar.refresh()
+
+    try:
+        manifest = sketch_fidelity_row(image, args.out, config, encoder, on_progress=show)
+    except (KeyboardInterrupt, Cancelled):
+        bar.close()
+        print("clipascene: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    bar.close()
+    if not args.quiet:
+        for column in manifest["columns"]:
+            print(f"layer {column['layer']:>2}: {column['strokes']} strokes -> "
+                  f"{args.out / column['svg']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "sketch":
+            return run_sketch(args)
+    except (ImageInputError, ConfigError) as error:
+        print(f"clipascene: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except WeightsError as error:
+        print(f"clipascene: {error}", file=sys.stderr)
+        return EXIT_WEIGHTS
+    except RuntimeError as error:
+        print(f"clipascene: {error}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""All parameters of a sketch run, the named presets, and their validation.
+
+Numbers follow the CLIPascene reference code (see docs/algorithm.md); every one can be
+overridden. Errors are `ConfigError` with a sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+#: CLIP ViT-B/32 residual blocks the paper uses as fidelity columns.
+FIDELITY_LAYERS = (2, 3, 4, 7, 8, 11)
+DEFAULT_LAYERS = (2, 8, 11)
+REGIONS = ("scene", "background", "object")
+PRESETS = ("preview", "standard", "paper")
+
+
+class ConfigError(ValueError):
+    """A parameter is out of range or inconsistent; the message says what to change."""
+
+
+@dataclass
+class SketchConfig:
+    """Parameters of the fidelity (and later simplicity) training.
+
+    Units: canvas pixels of the `canvas_size` square unless stated.
+    """
+
+    preset: str = "standard"
+    layers: tuple[int, ...] = DEFAULT_LAYERS
+    strokes: int = 64
+    seeds: tuple[int, ...] = (0,)
+    canvas_size: int = 224
+    stroke_width: float = 3.0
+    # Iterations of the fidelity stage; `iterations` overrides all of them when set.
+    iterations: int | None = None
+    scene_iterations: int = 1500
+    object_iterations_shallow: int = 600
+    object_iterations_deep: int = 1000
+    deep_layer_from: int = 8
+    eval_start: int = 400
+    eval_every: int = 50
+    # Augmented pairs per step besides the clean pair.
+    augmentations: int = 4
+    # 0: fresh random augmentations every step (the reference). N > 0: a fixed pool of N
+    # augmentations drawn once, whose target features are computed once (much cheaper).
+    augment_pool: int = 0
+    perspective_distortion: float = 0.5
+    crop_scale: float = 0.8
+    lr_location: float = 1e-4
+    location_hidden: int = 1000
+    location_residual_scale: float = 0.1
+    anchor_layer: int = 4
+    anchor_weight: float = 0.5
+    layer_weight: float = 1.0
+    init_temperature: float = 0.3
+    init_step: float = 0.05
+    xdog_threshold_otsu: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def fidelity_iterations(self, region: str, layer: int) -> int:
+        """Training steps of one fidelity cell."""
+        if self.iterations is not None:
+            return self.iterations
+        if region == "object":
+            deep = layer >= self.deep_layer_from
+            return self.object_iterations_deep if deep else self.object_iterations_shallow
+        return self.scene_iterations
+
+    def is_eval_step(self, step: int, total: int) -> bool:
+        """Whether the clean loss is checked after step `step` (1-based) of `total`."""
+        if step == total:
+            return True
+        return step >= self.eval_start and (step - self.eval_start) % self.eval_every == 0
+
+    def validate(self) -> SketchConfig:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}.")
+        if not self.layers:
+            raise ConfigError("at least one fidelity layer is needed, e.g. --layers 2,8,11.")
+        for layer in self.layers:
+            if not 0 <= layer <= 11:
+                raise ConfigError(f"layer {layer} does not exist; CLIP ViT-B/32 has layers 0..11.")
+        if len(set(self.layers)) != len(self.layers):
+            raise ConfigError("each fidelity layer may be given only once.")
+        if not 1 <= self.strokes <= 512:
+            raise ConfigError(f"--strokes must be between 1 and 512, not {self.strokes}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("give one or more distinct seeds.")
+        if self.iterations is not None and not 1 <= self.iterations <= 100_000:
+            raise ConfigError(f"--iterations must be between 1 and 100000, not {self.iterations}.")
+        if self.augmentations < 0 or self.augment_pool < 0:
+            raise ConfigError("augmentation counts cannot be negative.")
+        if self.stroke_width <= 0:
+            raise ConfigError("the stroke width must be positive.")
+        if self.canvas_size != 224:
+            raise ConfigError("CLIP ViT-B/32 needs a 224 px canvas.")
+        return self
+
+
+_PRESETS: dict[str, dict] = {
+    # About 500 steps already give a reasonable sketch (reference README); one seed, and
+    # the augmentation pool so each step pays for the sketch batch only.
+    "preview": dict(
+        iterations=500, eval_start=300, seeds=(0,), augment_pool=128,
+    ),
+    # The reference's iteration counts with one seed.
+    "standard": dict(seeds=(0,), augment_pool=256),
+    # The reference exactly: its iteration counts, seeds 0 and 1000 (best kept), fresh
+    # augmentations every step.
+    "paper": dict(seeds=(0, 1000), augment_pool=0),
+}
+
+
+def make_config(preset: str = "standard", **overrides) -> SketchConfig:
+    """The preset's configuration with `overrides` (None values ignored), validated."""
+    if preset not in _PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    values = dict(_PRESETS[preset])
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    known = {item.name for item in dataclasses.fields(SketchConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}.")
+    return SketchConfig(preset=preset, **values).validate()
+
+
+def config_dict(config: SketchConfig) -> dict:
+    """JSON-ready parameters, for manifests."""
+    values = dataclasses.asdict(config)
+    values["layers"] = list(config.layers)
+    values["seeds"] = list(config.seeds)
+    return values

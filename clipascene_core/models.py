@@ -1,0 +1,215 @@
+"""Loading CLIP's image encoder and reading its intermediate layers.
+
+One front door, `load_clip`, for the real model (open_clip ViT-B-32 with OpenAI weights, a
+local weights file) and for the tests' tiny random model, which is a registered open_clip
+config so it goes through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .paths import models_dir
+
+logger = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+#: The tests' model: the ViT-B/32 shape family (224 px, 32 px patches, 12 blocks) but tiny.
+TINY_CLIP_MODEL = "tiny-test"
+_TINY_CONFIG_NAME = "clipascene-tiny-test"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+class WeightsError(RuntimeError):
+    """Model weights are missing or unusable; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    model: str
+    weights: str
+    #: False for random weights: the sketches then show the mechanics only.
+    meaningful: bool
+
+
+class ClipEncoder(nn.Module):
+    """CLIP's frozen vision tower, returning the outputs of its residual blocks.
+
+    Images go in as (B, 3, 224, 224) RGB in [0, 1] (CLIP's normalisation is applied here).
+    """
+
+    def __init__(self, visual: nn.Module, info: ClipInfo) -> None:
+        super().__init__()
+        self.visual = visual
+        self.info = info
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 1 + patches, width) tokens entering block 0."""
+        return self.visual._embeds((images - self.mean) / self.std)
+
+    def layer_features(
+        self, images: torch.Tensor, layers: Sequence[int]
+    ) -> dict[int, torch.Tensor]:
+        """Outputs of residual blocks `layers` (0-based): {layer: (B, 1 + patches, width)}.
+
+        Only the blocks up to the deepest requested layer are run.
+        """
+        wanted = set(layers)
+        last = max(wanted)
+        if last >= self.num_layers:
+            raise ValueError(f"layer {last} does not exist; the model has {self.num_layers}.")
+        features = {}
+        tokens = self._tokens(images)
+        for index, block in enumerate(self.blocks[: last + 1]):
+            tokens = block(tokens)
+            if index in wanted:
+                features[index] = tokens
+        return features
+
+    @torch.no_grad()
+    def attention_map(self, image: torch.Tensor) -> torch.Tensor:
+        """CLIPasso's saliency: the CLS token's attention to the patches.
+
+        image: (3, H, W) in [0, 1] on the canvas. Attention probabilities are averaged over
+        heads and over all blocks, upsampled bicubically to (H, W) and min-max normalised.
+        Returns (H, W) in [0, 1].
+        """
+        tokens = self._tokens(image[None])
+        cls_rows = []
+        for block in self.blocks:
+            normed = block.ln_1(tokens)
+            _, weights = block.attn(
+                normed, normed, normed, need_weights=True, average_attn_weights=True
+            )
+            cls_rows.append(weights[0, 0, 1:])
+            tokens = block(tokens)
+        grid = self.visual.grid_size
+        attention = torch.stack(cls_rows).mean(0).reshape(1, 1, *grid)
+        height, width = image.shape[-2:]
+        attention = F.interpolate(attention, size=(height, width), mode="bicubic")[0, 0]
+        attention = attention - attention.min()
+        return attention / attention.max().clamp_min(1e-12)
+
+
+def _register_tiny_config() -> None:
+    import open_clip
+
+    if open_clip.get_model_config(_TINY_CONFIG_NAME) is None:
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def load_clip(
+    model: str = DEFAULT_CLIP_MODEL,
+    weights: str = "openai",
+    device: torch.device | str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> ClipEncoder:
+    """Build CLIP's image encoder, frozen, on `device`.
+
+    model: an open_clip model name ("ViT-B-32") or "tiny-test" (the tests' tiny random model).
+    weights: "openai" (downloaded once into `cache_dir`, by default the data folder's models/),
+        "random" (no weights: only for tests and smoke checks), or a path to a weights file.
+    Raises WeightsError with the next step to take when weights cannot be had.
+    """
+    import open_clip
+
+    _register_tiny_config()
+    name = _TINY_CONFIG_NAME if model == TINY_CLIP_MODEL else model
+    if open_clip.get_model_config(name) is None:
+        raise WeightsError(f"unknown CLIP model {model!r}; use {DEFAULT_CLIP_MODEL} or tiny-test.")
+    quick_gelu = name == DEFAULT_CLIP_MODEL  # OpenAI's ViT-B/32 was trained with QuickGELU
+    cache = Path(cache_dir) if cache_dir else models_dir()
+    if weights == "random":
+        # open_clip warns on the root logger that no weights were loaded: that is the point.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+        finally:
+            root.setLevel(level)
+    elif weights == "openai":
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            clip = open_clip.create_model(name, pretrained="openai", cache_dir=str(cache))
+        except Exception as error:  # open_clip raises RuntimeError or hub/network errors
+            raise WeightsError(
+                f"the CLIP {model} OpenAI weights are not available ({_first_line(error)}). "
+                "Run `python3 install.py` (or `clipascene models download`) with internet "
+                "access, or pass --weights PATH to a local weights file."
+            ) from None
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"CLIP weights file {path} does not exist.")
+        clip = _load_weights_file(open_clip, name, path, quick_gelu)
+    info = ClipInfo(model=model, weights=weights, meaningful=weights != "random")
+    encoder = ClipEncoder(clip.visual, info)
+    logger.info("loaded CLIP %s (%s weights) on %s", model, weights, device)
+    return encoder.to(device)
+
+
+def _load_weights_file(open_clip, name: str, path: Path, quick_gelu: bool) -> nn.Module:
+    try:
+        return open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick_gelu)
+    except Exception as state_dict_error:
+        # OpenAI's original release is a TorchScript archive, which open_clip loads separately.
+        try:
+            return open_clip.load_openai_model(str(path), device="cpu", jit=False)
+        except Exception:
+            raise WeightsError(
+                f"could not load CLIP weights from {path} ({_first_line(state_dict_error)})."
+            ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a usable torch.device, or a clear error."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here.")
+    if requested == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise RuntimeError("--device mps was asked for, but Apple's MPS is not available here.")
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise RuntimeError(f"unknown device {requested!r}; use auto, cpu, cuda or mps.") from None
+
+
+def default_threads() -> None:
+    """Use every core for intra-op parallelism unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)

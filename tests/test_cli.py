@@ -1,0 +1,94 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipascene_core.cli import EXIT_INPUT, EXIT_WEIGHTS, main
+from clipascene_core.imageio import CanvasFrame
+from clipascene_core.strokes import read_svg
+
+TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
+
+
+def run_cli(*args) -> int:
+    """main()'s exit code; argparse's usage errors exit through SystemExit."""
+    try:
+        return main(list(args))
+    except SystemExit as error:
+        return error.code
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (b"", [], "empty"),
+        (b"just some text", [], "not an image"),
+        (None, ["--layers", "2,13"], "layer 13 does not exist"),
+        (None, ["--layers", "two"], "comma-separated"),
+        (None, ["--strokes", "0"], "--strokes must be"),
+        (None, ["--preset", "fast"], "invalid choice"),
+    ],
+)
+def test_bad_input_gets_a_one_line_error_and_writes_nothing(
+    tmp_path, scene_png, capsys, content, args, message
+):
+    image = scene_png
+    if content is not None:
+        image = tmp_path / "bad.png"
+        image.write_bytes(content)
+    out = tmp_path / "out"
+    assert run_cli("sketch", str(image), "--out", str(out), *TINY, *args) == EXIT_INPUT
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_weights_exit_with_instructions(tmp_path, scene_png, capsys):
+    out = tmp_path / "out"
+    code = main(["sketch", str(scene_png), "--out", str(out), "--quiet",
+                 "--weights", str(tmp_path / "nowhere.pt")])
+    assert code == EXIT_WEIGHTS
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
+    source = tmp_path / "wide.png"
+    from tests.conftest import draw_scene
+
+    draw_scene(300, 120).save(source)
+    out = tmp_path / "result"
+    code = main(["sketch", str(source), "--out", str(out), *TINY, "--layers", "2,8",
+                 "--strokes", "16", "--iterations", "30", "--seed", "3"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["width"] == 300 and manifest["image"]["height"] == 120
+    assert manifest["model"]["meaningful"] is False and manifest["warnings"]
+    assert [column["layer"] for column in manifest["columns"]] == [2, 8]
+    frame = CanvasFrame(300, 120)
+    for column in manifest["columns"]:
+        assert column["best_loss"] < column["initial_loss"]
+        strokes = read_svg(out / column["svg"])["scene"]
+        assert (strokes.width, strokes.height) == (300, 120)
+        assert len(strokes) == column["strokes"] > 0
+        assert np.allclose(strokes.widths, 3.0 * frame.scale, atol=1e-4)
+        # In the image frame: the strokes lie on the padded square around the image.
+        x0, y0, x1, y1 = frame.canvas_bounds_in_image()
+        pts = strokes.points
+        assert pts[..., 0].max() > 150 and pts[..., 0].min() < 150
+        assert np.all(pts[..., 1] > y0 - 50) and np.all(pts[..., 1] < y1 + 50)
+        png = Image.open(out / column["png"])
+        assert png.size == (300, 120)
+    assert (out / "attention.png").exists()
+    leftovers = [path.name for path in out.iterdir() if path.name.endswith(".part")]
+    assert leftovers == []
+
+
+def test_console_script_is_installed_and_reports_usage():
+    script = shutil.which("clipascene", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert script is not None
+    result = subprocess.run([script, "sketch", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--layers" in result.stdout

@@ -1,0 +1,131 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipascene_core.imageio import (
+    MAX_IMAGE_PIXELS,
+    CanvasFrame,
+    ImageInputError,
+    load_image,
+    to_canvas_tensor,
+)
+
+
+def png_header_only(path, width, height):
+    """A PNG whose header claims width x height, with no real pixel data."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp")])
+def test_supported_formats_load_as_rgb_with_their_size(tmp_path, fmt, suffix):
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (37, 23), (10, 200, 30)).save(path, format=fmt)
+    loaded = load_image(path)
+    assert (loaded.width, loaded.height, loaded.format) == (37, 23, fmt)
+    assert loaded.pixels.mode == "RGB" and loaded.pixels.size == (37, 23)
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    path = tmp_path / "logo.png"
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 0, 255))
+    image.save(path)
+    pixels = np.asarray(load_image(path).pixels)
+    assert tuple(pixels[0, 0]) == (0, 0, 0)
+    assert tuple(pixels[4, 4]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "I;16"])
+def test_other_modes_become_rgb(tmp_path, mode):
+    path = tmp_path / "grey.png"
+    Image.new("L", (9, 5), 100).convert(mode).save(path)
+    pixels = np.asarray(load_image(path).pixels)
+    assert pixels.shape == (5, 9, 3)
+    assert len(np.unique(pixels)) <= 2  # grey stays grey, whatever the channel mode
+
+
+def test_large_image_is_downscaled_for_the_model_but_keeps_its_frame(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (5000, 1000), "white").save(path)
+    loaded = load_image(path)
+    assert (loaded.width, loaded.height) == (5000, 1000)
+    assert max(loaded.pixels.size) <= 2048
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_text("hello, I am text"), "not an image"),
+        (lambda p: p.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>"), "not an image"),
+        (lambda p: png_header_only(p, 9000, 9000), "too large"),
+    ],
+)
+def test_bad_inputs_get_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "input.png"
+    make(path)
+    with pytest.raises(ImageInputError, match=message) as caught:
+        load_image(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_truncated_png_is_reported(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.effect_noise((64, 64), 50).convert("RGB").save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ImageInputError, match="damaged or truncated"):
+        load_image(path)
+
+
+def test_unsupported_format_is_named(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(path, format="BMP")
+    with pytest.raises(ImageInputError, match="BMP images are not supported"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageInputError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_bomb_limit_is_the_documented_one(tmp_path):
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1
+    with pytest.raises(ImageInputError, match="too large"):
+        load_image(png_header_only(tmp_path / "bomb.png", side, side))
+
+
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (224, 224), (101, 7)])
+def test_frame_maps_are_exact_inverses(size):
+    frame = CanvasFrame(*size)
+    points = np.random.default_rng(0).uniform(-50, 500, (10, 4, 2))
+    assert np.abs(frame.to_canvas(frame.to_image(points)) - points).max() < 1e-9
+    tensor = torch.from_numpy(points)
+    assert torch.allclose(frame.to_image(frame.to_canvas(tensor)), tensor, atol=1e-9)
+    # The image's own corners land on the canvas, centred, nothing outside.
+    corners = frame.to_canvas(np.array([[0.0, 0.0], [size[0], size[1]]]))
+    assert corners.min() >= -1e-9 and corners.max() <= 224 + 1e-9
+    assert np.allclose(corners[0] + corners[1], 224)
+
+
+def test_canvas_tensor_places_content_where_the_frame_says(tmp_path):
+    image = Image.new("RGB", (451, 300), "white")
+    image.paste((0, 0, 0), (100, 50, 200, 150))  # a black square, image pixels [100,200)x[50,150)
+    canvas = to_canvas_tensor(image)
+    assert canvas.shape == (3, 224, 224)
+    frame = CanvasFrame(451, 300)
+    (x0, y0), (x1, y1) = frame.to_canvas(np.array([[100.0, 50.0], [200.0, 150.0]]))
+    dark = (canvas[0] < 0.5).nonzero().float()
+    assert abs(dark[:, 1].min().item() - x0) < 1.0 and abs(dark[:, 1].max().item() + 1 - x1) < 1.0
+    assert abs(dark[:, 0].min().item() - y0) < 1.0 and abs(dark[:, 0].max().item() + 1 - y1) < 1.0
+    # Padding is white paper, not cropped content.
+    assert canvas[:, :5].min() > 0.99 and canvas[:, -5:].min() > 0.99
