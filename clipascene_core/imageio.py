@@ -14,6 +14,7 @@ Two frames matter everywhere in this project:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,23 +173,32 @@ def _to_rgb_on_white(image: Image.Image) -> Image.Image:
     return image
 
 
-def to_canvas_tensor(image: Image.Image, canvas_size: int = 224) -> torch.Tensor:
-    """Pad an RGB image to a white square (centred, nothing cropped) and scale it to the canvas.
+def square_crop_tensor(
+    image: Image.Image, x0: float, y0: float, side: float, canvas_size: int = 224
+) -> torch.Tensor:
+    """Resample the square [x0, x0 + side) x [y0, y0 + side) of `image` (image pixels, any
+    float position, partly or wholly outside the image) to a canvas; outside is white paper.
 
-    The square is centred exactly as `CanvasFrame` says, to sub-pixel precision: the image is
-    pasted at an integer offset into a slightly larger white sheet and the exact (possibly
-    half-pixel) square is resampled from it.
+    Sub-pixel exact: the image is pasted at an integer offset into a white sheet that covers
+    the square, and the square is resampled from the sheet with Lanczos filtering.
     Returns a (3, canvas_size, canvas_size) float32 tensor in [0, 1].
     """
-    width, height = image.size
-    side = max(width, height)
-    paste_x, paste_y = 1 + (side - width) // 2, 1 + (side - height) // 2
-    sheet = Image.new("RGB", (side + 2, side + 2), (255, 255, 255))
-    sheet.paste(image, (paste_x, paste_y))
-    x0 = paste_x - (side - width) / 2.0
-    y0 = paste_y - (side - height) / 2.0
-    square = sheet.resize(
-        (canvas_size, canvas_size), Image.LANCZOS, box=(x0, y0, x0 + side, y0 + side)
-    )
+    left = math.floor(min(0.0, x0)) - 1
+    top = math.floor(min(0.0, y0)) - 1
+    right = math.ceil(max(image.width, x0 + side)) + 1
+    bottom = math.ceil(max(image.height, y0 + side)) + 1
+    sheet = Image.new("RGB", (right - left, bottom - top), (255, 255, 255))
+    sheet.paste(image, (-left, -top))
+    box = (x0 - left, y0 - top, x0 - left + side, y0 - top + side)
+    square = sheet.resize((canvas_size, canvas_size), Image.LANCZOS, box=box)
     array = np.asarray(square, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_canvas_tensor(image: Image.Image, canvas_size: int = 224) -> torch.Tensor:
+    """Pad an RGB image to a white square (centred exactly as `CanvasFrame` says, nothing
+    cropped) and scale it to the canvas: (3, canvas_size, canvas_size) float32 in [0, 1]."""
+    width, height = image.size
+    side = max(width, height)
+    return square_crop_tensor(image, -(side - width) / 2.0, -(side - height) / 2.0, side,
+                              canvas_size)
