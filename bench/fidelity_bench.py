@@ -23,7 +23,7 @@ import torch
 
 from bench.render_bench import time_renderer
 from clipascene_core.config import make_config
-from clipascene_core.fidelity import FidelityCell, FidelityTrainer, loss_terms
+from clipascene_core.fidelity import FidelityCell, loss_terms, train_fidelity
 from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.models import load_clip, resolve_device
@@ -68,7 +68,7 @@ def time_fidelity_step(encoder, target, layers, pool: int, steps: int, strokes: 
         _sync(device)
         stamps.append(time.perf_counter())
 
-    FidelityTrainer(encoder, bank, cells, config).run(on_progress=stamp)
+    train_fidelity(encoder, bank, cells, config, on_progress=stamp)
     return statistics.median(later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
 
 

@@ -66,7 +66,7 @@ def _seeds(preset: str, seed: int | None) -> tuple[int, ...] | None:
 def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .fidelity import Cancelled
+    from .engine import Cancelled
     from .pipeline import RANDOM_WEIGHTS_WARNING, sketch_fidelity_row
 
     config = make_config(
@@ -87,8 +87,7 @@ def run_sketch(args: argparse.Namespace) -> int:
     def show(progress) -> None:
         bar.total = progress.steps_total
         bar.n = progress.steps_done
-        if progress.losses:
-            bar.set_postfix(loss=f"{min(progress.losses.values()):.4g}", refresh=False)
+        bar.set_postfix(stage=progress.stage, refresh=False)
         bar.refresh()
 
     try:

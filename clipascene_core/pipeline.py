@@ -16,7 +16,8 @@ from PIL import Image
 
 from . import __version__
 from .config import SketchConfig, config_dict
-from .fidelity import FidelityCell, FidelityResult, FidelityTrainer, Progress, loss_terms
+from .engine import Progress
+from .fidelity import FidelityCell, FidelityResult, loss_terms, train_fidelity
 from .files import atomic_write_bytes, atomic_write_json
 from .imageio import CanvasFrame, InputImage, load_image, to_canvas_tensor
 from .init import initialise_strokes, saliency_map
@@ -131,7 +132,7 @@ def sketch_fidelity_row(
         config.augment_pool, generator, config.perspective_distortion, config.crop_scale,
     )
     prepared = time.perf_counter()
-    results = FidelityTrainer(encoder, bank, cells, config).run(on_progress, should_stop)
+    results = train_fidelity(encoder, bank, cells, config, on_progress, should_stop)
     trained = time.perf_counter()
 
     columns = []

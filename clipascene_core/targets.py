@@ -71,15 +71,19 @@ class TargetBank:
                 parts[layer].append(features[layer])
         return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
 
+    def no_augmentation(self) -> dict[str, dict[int, torch.Tensor]]:
+        """Empty augmented-target features, for steps without augmentation (evaluation)."""
+        return {
+            name: {layer: value[:0] for layer, value in features.items()}
+            for name, features in self.clean.items()
+        }
+
     def draw(self) -> tuple[torch.Tensor, dict[str, dict[int, torch.Tensor]]]:
         """This step's augmentations: grids (A, S, S, 2) and the augmented target features
         {name: {layer: (A, T, D)}}; A = `augmentations` (0 gives empty tensors)."""
         if self.augmentations == 0:
             grids = torch.empty(0, self.size, self.size, 2, device=self.device)
-            return grids, {
-                name: {layer: value[:0] for layer, value in features.items()}
-                for name, features in self.clean.items()
-            }
+            return grids, self.no_augmentation()
         if self.pool_transforms is not None:
             count = self.pool_transforms.shape[0]
             picks = torch.randperm(count, generator=self.generator)[: self.augmentations]

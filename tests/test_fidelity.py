@@ -3,15 +3,14 @@ import pytest
 import torch
 
 from clipascene_core.config import make_config
-from clipascene_core.fidelity import (
+from clipascene_core.engine import (
     Cancelled,
-    FidelityCell,
-    FidelityTrainer,
+    Engine,
     cell_layer_losses,
-    loss_terms,
-    sketch_images,
+    render_batch,
     strokes_on_canvas,
 )
+from clipascene_core.fidelity import FidelityCell, FidelityTask, loss_terms, train_fidelity
 from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.losses import gradnorm_weights, mean_abs_gradient
@@ -68,11 +67,10 @@ def test_batched_cells_train_exactly_as_they_would_alone(tiny_encoder, scene):
     target, sampling = scene
     config = make_config("standard", iterations=5, augmentations=2)
     cells = make_cells(sampling, [2, 8], 5)
-    together = FidelityTrainer(tiny_encoder, make_bank(tiny_encoder, target, [2, 8]),
-                               cells, config).run()
+    together = train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [2, 8]), cells, config)
     for cell, batched in zip(cells, together, strict=True):
-        alone = FidelityTrainer(tiny_encoder, make_bank(tiny_encoder, target, [cell.layer]),
-                                [cell], config).run()[0]
+        alone = train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [cell.layer]),
+                               [cell], config)[0]
         assert np.allclose(alone.points, batched.points, atol=1e-4)
         assert abs(alone.best_loss - batched.best_loss) < 1e-5
 
@@ -80,8 +78,8 @@ def test_batched_cells_train_exactly_as_they_would_alone(tiny_encoder, scene):
 def test_training_lowers_the_loss_and_keeps_the_best_checkpoint(tiny_encoder, scene):
     target, sampling = scene
     config = make_config("standard", iterations=40, eval_start=10, eval_every=10)
-    result = FidelityTrainer(tiny_encoder, make_bank(tiny_encoder, target, [2], pool=8),
-                             make_cells(sampling, [2], 40), config).run()[0]
+    result = train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [2], pool=8),
+                            make_cells(sampling, [2], 40), config)[0]
     assert [step for step, _ in result.eval_losses] == [10, 20, 30, 40]
     assert result.best_loss == min(loss for _, loss in result.eval_losses)
     assert result.best_loss < result.initial_loss
@@ -94,19 +92,19 @@ def test_object_cells_combine_their_terms_with_gradnorm(tiny_encoder, scene):
     config = make_config("standard", iterations=1, augmentations=1)
     cells = make_cells(sampling, [8], 1, region="object")
     bank = make_bank(tiny_encoder, target, [4, 8], region="object", augmentations=1)
-    trainer = FidelityTrainer(tiny_encoder, bank, cells, config)
+    task = FidelityTask(cells[0], config, torch.device("cpu"))
     grids, augmented = bank.draw()
-    mlp = trainer.mlps[0]
+    params = task.parameters()
 
     def term_losses():
-        sketches = sketch_images(mlp()[None], torch.full((1, 12), 3.0), 224)
+        sketches = render_batch([task.sketch()], 224)
         return cell_layer_losses(tiny_encoder, bank, sketches, [("object", [8, 4])], grids,
                                  augmented)[0]
 
-    trainer._backward([0], [term_losses()])
-    produced = [parameter.grad.clone() for parameter in mlp.parameters()]
     losses = term_losses()
-    params = list(mlp.parameters())
+    task._set_gradients(Engine._term_gradients([task], [task.loss_terms(losses)])[0])
+    produced = [parameter.grad.clone() for parameter in params]
+    losses = term_losses()
     separate = [torch.autograd.grad(weight * losses[layer][0], params, retain_graph=True)
                 for layer, weight in [(8, 1.0), (4, 0.5)]]
     weights = gradnorm_weights([mean_abs_gradient(grads) for grads in separate])
@@ -122,8 +120,8 @@ def test_cells_finish_on_their_own_schedule_and_progress_is_reported(tiny_encode
     points = initialise_strokes(sampling, 8, 0)
     cells = [FidelityCell("scene", 2, 0, points, 3), FidelityCell("scene", 8, 0, points, 5)]
     reports = []
-    FidelityTrainer(tiny_encoder, make_bank(tiny_encoder, target, [2, 8], augmentations=1),
-                    cells, config).run(on_progress=reports.append)
+    train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [2, 8], augmentations=1),
+                   cells, config, on_progress=reports.append)
     assert [report.steps_done for report in reports] == [2, 4, 6, 7, 8]
     finished = [(report.step, [r.cell.layer for r in report.finished]) for report in reports]
     assert finished[2] == (3, [2]) and finished[4] == (5, [8])
@@ -134,11 +132,11 @@ def test_cancelling_stops_before_the_next_step(tiny_encoder, scene):
     target, sampling = scene
     config = make_config("standard", augmentations=0)
     steps = []
-    trainer = FidelityTrainer(tiny_encoder, make_bank(tiny_encoder, target, [2], augmentations=0),
-                              make_cells(sampling, [2], 50), config)
+    bank = make_bank(tiny_encoder, target, [2], augmentations=0)
     with pytest.raises(Cancelled):
-        trainer.run(on_progress=lambda report: steps.append(report.step),
-                    should_stop=lambda: len(steps) >= 2)
+        train_fidelity(tiny_encoder, bank, make_cells(sampling, [2], 50), config,
+                       on_progress=lambda report: steps.append(report.step),
+                       should_stop=lambda: len(steps) >= 2)
     assert steps == [1, 2]
 
 
