@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     sketch = commands.add_parser(
-        "sketch", help="sketch an image: one SVG + PNG per fidelity layer, and manifest.json"
+        "sketch", help="sketch an image into a matrix of SVGs (fidelity columns x simplicity rows)"
     )
     sketch.add_argument("image", type=Path, help="PNG, JPEG or WebP image")
     sketch.add_argument("--out", type=Path, required=True, help="folder for the results")
@@ -42,7 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     sketch.add_argument("--preset", choices=PRESETS, default="standard",
                         help="preview (~500 steps), standard (reference steps, 1 seed), "
                              "paper (reference steps, 2 seeds)")
-    sketch.add_argument("--strokes", type=int, default=None, help="strokes per sketch (64)")
+    sketch.add_argument("--rows", type=int, default=None,
+                        help="simplicity rows below each fidelity sketch (8; 0 = fidelity row only)")
+    sketch.add_argument("--row-steps", type=int, default=None,
+                        help="training steps per simplicity row (400; preview 100)")
+    sketch.add_argument("--strokes", type=int, default=None, help="strokes per region (64)")
+    sketch.add_argument("--no-split", dest="split", action="store_false", default=None,
+                        help="sketch the whole image as one region (no foreground/background)")
+    sketch.add_argument("--mask", type=Path, default=None,
+                        help="your own foreground mask image (white or opaque = object)")
+    sketch.add_argument("--models-dir", type=Path, default=None,
+                        help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
     sketch.add_argument("--iterations", type=int, default=None,
                         help="override the preset's training steps per sketch")
     sketch.add_argument("--seed", type=int, default=None,
@@ -67,40 +77,46 @@ def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import Cancelled
-    from .pipeline import RANDOM_WEIGHTS_WARNING, sketch_fidelity_row
+    from .matrix import sketch_matrix
 
     config = make_config(
         args.preset, layers=args.layers, strokes=args.strokes, iterations=args.iterations,
-        seeds=_seeds(args.preset, args.seed),
+        seeds=_seeds(args.preset, args.seed), simplicity_rows=args.rows, split=args.split,
+        simplicity_steps=args.row_steps,
     )
     image = load_image(args.image)
+    if args.mask is not None and not args.mask.is_file():
+        raise ConfigError(f"--mask {args.mask}: no such file.")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a folder.")
     device = resolve_device(args.device)
     default_threads()
     encoder = load_clip(args.clip_model, args.weights, device)
-    if not encoder.info.meaningful:
-        print(f"note: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
                desc=f"sketching on {device}")
 
-    def show(progress) -> None:
-        bar.total = progress.steps_total
-        bar.n = progress.steps_done
-        bar.set_postfix(stage=progress.stage, refresh=False)
-        bar.refresh()
+    def show(event) -> None:
+        if event.kind == "notice":
+            # Fallbacks and random weights are always announced, even with --quiet.
+            bar.write(f"note: {event.text}", file=sys.stderr)
+        elif event.kind == "progress":
+            bar.total = event.progress.steps_total
+            bar.n = event.progress.steps_done
+            bar.set_postfix(stage=event.progress.stage, refresh=False)
+            bar.refresh()
 
     try:
-        manifest = sketch_fidelity_row(image, args.out, config, encoder, on_progress=show)
+        manifest = sketch_matrix(image, args.out, config, encoder, models_dir=args.models_dir,
+                                 user_mask=args.mask, on_event=show)
     except (KeyboardInterrupt, Cancelled):
         bar.close()
-        print("clipascene: interrupted; nothing was written.", file=sys.stderr)
+        print(f"clipascene: interrupted; the cells finished so far are in {args.out}.",
+              file=sys.stderr)
         return EXIT_CANCELLED
     bar.close()
     if not args.quiet:
-        for column in manifest["columns"]:
-            print(f"layer {column['layer']:>2}: {column['strokes']} strokes -> "
-                  f"{args.out / column['svg']}")
+        print(f"{manifest['cells_done']} cells ({manifest['rows']} rows x {len(manifest['layers'])} "
+              f"columns) in {args.out}; overview: {args.out / manifest['grid']}")
     return 0
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 FIDELITY_LAYERS = (2, 3, 4, 7, 8, 11)
 DEFAULT_LAYERS = (2, 8, 11)
 REGIONS = ("scene", "background", "object")
+#: Exponent step of the ratio schedule r_i = r_1 * 2^(-i * delta), per CLIP layer.
+BACKGROUND_DELTA = {2: 0.35, 3: 0.45, 4: 0.45, 7: 0.45, 8: 0.5, 11: 0.85}
+OBJECT_DELTA = {2: 0.4, 3: 0.45, 4: 0.45, 7: 0.4, 8: 0.5, 11: 0.9}
 PRESETS = ("preview", "standard", "paper")
 
 
@@ -57,7 +60,30 @@ class SketchConfig:
     init_temperature: float = 0.3
     init_step: float = 0.05
     xdog_threshold_otsu: bool = True
+    # Simplicity axis: rows below the fidelity sketch, steps per row, and its networks.
+    simplicity_rows: int = 8
+    simplicity_steps: int = 400
+    simplicity_evals: int = 4
+    lr_simplify: float = 5e-5
+    simplify_hidden: int = 1000
+    simplify_input: float = 1.5
+    gumbel_temperature: float = 0.2
+    keep_threshold: float = 0.7
+    # Foreground/background split.
+    split: bool = True
     extra: dict = field(default_factory=dict)
+
+    def simplicity_delta(self, region: str, layer: int) -> float:
+        """The ratio schedule's exponent step for a column (nearest tabulated layer)."""
+        table = OBJECT_DELTA if region == "object" else BACKGROUND_DELTA
+        nearest = min(table, key=lambda known: (abs(known - layer), known))
+        return table[nearest]
+
+    def simplicity_eval_steps(self) -> set[int]:
+        """Steps (1-based, within a row) at which a row's candidates are evaluated."""
+        every = max(1, self.simplicity_steps // max(self.simplicity_evals, 1))
+        return {step for step in range(every, self.simplicity_steps + 1, every)} | {
+            self.simplicity_steps}
 
     def fidelity_iterations(self, region: str, layer: int) -> int:
         """Training steps of one fidelity cell."""
@@ -94,6 +120,10 @@ class SketchConfig:
             raise ConfigError("augmentation counts cannot be negative.")
         if self.stroke_width <= 0:
             raise ConfigError("the stroke width must be positive.")
+        if not 0 <= self.simplicity_rows <= 16:
+            raise ConfigError(f"--rows must be between 0 and 16, not {self.simplicity_rows}.")
+        if self.simplicity_steps < 1:
+            raise ConfigError("each simplicity row needs at least one step.")
         if self.canvas_size != 224:
             raise ConfigError("CLIP ViT-B/32 needs a 224 px canvas.")
         return self
@@ -103,7 +133,7 @@ _PRESETS: dict[str, dict] = {
     # About 500 steps already give a reasonable sketch (reference README); one seed, and
     # the augmentation pool so each step pays for the sketch batch only.
     "preview": dict(
-        iterations=500, eval_start=300, seeds=(0,), augment_pool=128,
+        iterations=500, eval_start=300, seeds=(0,), augment_pool=128, simplicity_steps=100,
     ),
     # The reference's iteration counts with one seed.
     "standard": dict(seeds=(0,), augment_pool=256),

@@ -51,3 +51,29 @@ class LocationMLP(nn.Module):
         """The current strokes, (N, 4, 2) canvas pixels."""
         moved = self.initial + self.residual_scale * self.layers(self.initial)
         return ((moved + 1) / 2 * self.canvas_size).view(-1, 4, 2)
+
+
+class SimplifyMLP(nn.Module):
+    """MLP_simp: per-stroke keep probabilities from a constant input.
+
+    Input: N values of `input_value`; Linear(N, h) -> SELU -> Linear(h, h) -> SELU ->
+    Linear(h, N) -> Sigmoid. Xavier-uniform weights, biases 0.01 (as the reference).
+    """
+
+    def __init__(self, strokes: int, hidden: int = 1000, input_value: float = 1.5, seed: int = 0) -> None:
+        super().__init__()
+        self.register_buffer("constant", torch.full((strokes,), float(input_value)))
+        self.layers = nn.Sequential(
+            nn.Linear(strokes, hidden), nn.SELU(), nn.Linear(hidden, hidden), nn.SELU(),
+            nn.Linear(hidden, strokes), nn.Sigmoid(),
+        )
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight, generator=generator)
+                    layer.bias.fill_(0.01)
+
+    def forward(self) -> torch.Tensor:
+        """(N,) keep probabilities in (0, 1)."""
+        return self.layers(self.constant)

@@ -56,34 +56,36 @@ def test_missing_weights_exit_with_instructions(tmp_path, scene_png, capsys):
 
 
 def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
+    """Issue 2's path: one region, the fidelity row only."""
     source = tmp_path / "wide.png"
     from tests.conftest import draw_scene
 
     draw_scene(300, 120).save(source)
     out = tmp_path / "result"
     code = main(["sketch", str(source), "--out", str(out), *TINY, "--layers", "2,8",
-                 "--strokes", "16", "--iterations", "30", "--seed", "3"])
+                 "--strokes", "16", "--iterations", "30", "--seed", "3", "--rows", "0",
+                 "--no-split"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["image"]["width"] == 300 and manifest["image"]["height"] == 120
-    assert manifest["model"]["meaningful"] is False and manifest["warnings"]
-    assert [column["layer"] for column in manifest["columns"]] == [2, 8]
+    assert manifest["model"]["meaningful"] is False and manifest["notices"]
+    assert [(cell["row"], cell["layer"]) for cell in manifest["cells"]] == [(0, 2), (0, 8)]
     frame = CanvasFrame(300, 120)
-    for column in manifest["columns"]:
-        assert column["best_loss"] < column["initial_loss"]
-        strokes = read_svg(out / column["svg"])["scene"]
+    for cell in manifest["cells"]:
+        details = cell["regions"]["scene"]
+        assert details["clip_loss"] < details["initial_loss"]
+        strokes = read_svg(out / cell["files"]["combined"])["scene"]
         assert (strokes.width, strokes.height) == (300, 120)
-        assert len(strokes) == column["strokes"] > 0
+        assert len(strokes) == cell["strokes"]["scene"] > 0
         assert np.allclose(strokes.widths, 3.0 * frame.scale, atol=1e-4)
         # In the image frame: the strokes lie on the padded square around the image.
         x0, y0, x1, y1 = frame.canvas_bounds_in_image()
         pts = strokes.points
         assert pts[..., 0].max() > 150 and pts[..., 0].min() < 150
         assert np.all(pts[..., 1] > y0 - 50) and np.all(pts[..., 1] < y1 + 50)
-        png = Image.open(out / column["png"])
-        assert png.size == (300, 120)
-    assert (out / "attention.png").exists()
-    leftovers = [path.name for path in out.iterdir() if path.name.endswith(".part")]
+        assert Image.open(out / cell["files"]["png"]).size == (300, 120)
+    assert (out / "attention_scene.png").exists() and (out / "grid.png").exists()
+    leftovers = [path.name for path in out.rglob("*.part")]
     assert leftovers == []
 
 
