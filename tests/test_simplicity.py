@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from clipascene_core.config import make_config
+from clipascene_core.engine import Engine
+from clipascene_core.fidelity import FidelityCell, train_fidelity
+from clipascene_core.imageio import to_canvas_tensor
+from clipascene_core.init import initialise_strokes, saliency_map
+from clipascene_core.networks import SimplifyMLP
+from clipascene_core.simplicity import (
+    SimplicityChain,
+    keep_threshold_mask,
+    ratio_schedule,
+    zscore_choice,
+)
+from clipascene_core.targets import TargetBank
+from tests.conftest import draw_scene
+
+
+def test_ratio_schedule_halves_by_delta():
+    ratios = ratio_schedule(4.0, 0.5, 8)
+    assert len(ratios) == 8 and ratios[0] == 4.0
+    assert ratios[2] == pytest.approx(4.0 * 2 ** -1.0)
+    assert ratios[7] == pytest.approx(4.0 * 2 ** -3.5)
+
+
+def test_delta_table_per_region_and_layer():
+    config = make_config("standard")
+    assert config.simplicity_delta("background", 2) == 0.35
+    assert config.simplicity_delta("object", 11) == 0.9
+    assert config.simplicity_delta("scene", 8) == 0.5
+    assert config.simplicity_delta("object", 10) == 0.9  # nearest tabulated layer
+
+
+def test_simplify_mlp_starts_as_the_reference():
+    mlp = SimplifyMLP(64, seed=0)
+    assert torch.all(mlp.constant == 1.5)
+    assert all(torch.all(layer.bias == 0.01) for layer in mlp.layers if hasattr(layer, "bias"))
+    probabilities = mlp()
+    assert probabilities.shape == (64,) and probabilities.min() > 0 and probabilities.max() < 1
+    assert torch.equal(probabilities, SimplifyMLP(64, seed=0)())
+
+
+def test_deterministic_keep_matches_the_noiseless_reference_threshold():
+    p = torch.tensor([0.3, 0.5, 0.54, 0.55, 0.9])
+    # softmax([log p, log(1-p)] / 0.2)[0] > 0.7  <=>  p > 1 / (1 + (3/7) ** 0.2) ~ 0.5423
+    assert keep_threshold_mask(p, 0.2, 0.7).tolist() == [False, False, False, True, True]
+
+
+def test_zscore_choice_balances_the_losses():
+    assert zscore_choice([[1.0, 5.0], [2.0, 1.0], [3.0, 0.5]]) in (1, 2)
+    assert zscore_choice([[1.0, 1.0], [2.0, 2.0]]) == 0
+
+
+@pytest.fixture(scope="module")
+def fidelity(tiny_encoder):
+    target = to_canvas_tensor(draw_scene())
+    _, sampling = saliency_map(tiny_encoder, target)
+    config = make_config("standard", iterations=10, strokes=16, simplicity_rows=4,
+                         simplicity_steps=12, augmentations=1, augment_pool=8)
+
+    def bank():
+        return TargetBank(tiny_encoder, {"scene": target}, {"scene": [8]}, 1, 8,
+                          torch.Generator().manual_seed(0))
+
+    cell = FidelityCell("scene", 8, 0, initialise_strokes(sampling, 16, 0), 10)
+    return config, bank, train_fidelity(tiny_encoder, bank(), [cell], config)[0]
+
+
+def run_chain(tiny_encoder, fidelity):
+    """A chain run as a matrix run does it: with a freshly seeded target bank."""
+    config, bank, result = fidelity
+    return Engine(tiny_encoder, bank()).run([SimplicityChain(result, config, torch.device("cpu"))])
+
+
+def test_rows_are_nested_and_never_grow(tiny_encoder, fidelity):
+    levels = run_chain(tiny_encoder, fidelity)
+    assert [level.row for level in levels] == [1, 2, 3, 4]
+    previous = fidelity[2].on_canvas
+    for level in levels:
+        assert not np.any(level.keep & ~previous), "a removed stroke came back"
+        assert level.strokes <= previous.sum() and level.strokes >= 1
+        assert [entry["step"] for entry in level.eval_losses] == [3, 6, 9, 12]
+        previous = level.keep
+    assert levels[-1].strokes < fidelity[2].on_canvas.sum()
+    assert levels[0].ratio == pytest.approx(1 / fidelity[2].best_loss)
+
+
+def test_selection_is_reproducible_for_a_seed(tiny_encoder, fidelity):
+    first = run_chain(tiny_encoder, fidelity)
+    second = run_chain(tiny_encoder, fidelity)
+    for one, two in zip(first, second, strict=True):
+        assert np.array_equal(one.keep, two.keep)
+        assert np.allclose(one.points, two.points, atol=1e-5)
