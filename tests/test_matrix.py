@@ -1,0 +1,151 @@
+"""End to end: the full matrix on tiny models, foreground and background, vector composition."""
+
+import io
+import json
+
+import cairosvg
+import numpy as np
+import pytest
+from lxml import etree
+from PIL import Image, ImageDraw
+
+from clipascene_core.cli import main
+from clipascene_core.compose import inside_outline, mask_outline
+from clipascene_core.strokes import SVG_NS, read_svg, sample_cubics
+from tests.tiny_models import save_tiny_lama, save_tiny_u2net
+
+TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
+
+
+def photo(path, width=200, height=140):
+    """A small object (dark disc) on a textured light background: it gets re-framed."""
+    rng = np.random.default_rng(0)
+    pixels = (200 + 40 * rng.random((height, width, 3))).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    ImageDraw.Draw(image).ellipse((70, 45, 120, 95), fill=(20, 30, 40))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("matrix")
+    models = folder / "models"
+    models.mkdir()
+    save_tiny_u2net(models / "u2net.onnx")
+    save_tiny_lama(models / "big-lama.pt")
+    out = folder / "out"
+    code = main(["sketch", str(photo(folder / "photo.png")), "--out", str(out), *TINY,
+                 "--layers", "2,8", "--rows", "2", "--strokes", "12", "--iterations", "12",
+                 "--row-steps", "8", "--models-dir", str(models)])
+    assert code == 0
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def test_manifest_describes_every_cell(matrix):
+    out, manifest = matrix
+    assert manifest["rows"] == 3 and manifest["layers"] == [2, 8]
+    assert manifest["cells_done"] == manifest["cells_total"] == 6
+    assert manifest["regions"] == ["background", "foreground"]
+    assert manifest["preprocessing"]["mask_method"] == "u2net"
+    assert manifest["preprocessing"]["inpaint_method"] == "lama"
+    assert manifest["preprocessing"]["reframed"] is True
+    for cell in manifest["cells"]:
+        for part in ("combined", "foreground", "background", "png"):
+            assert (out / cell["files"][part]).is_file()
+        for region in ("foreground", "background"):
+            details = cell["regions"][region]
+            assert details["strokes"] >= 1 and "clip_loss" in details
+            if cell["row"] > 0:
+                assert details["ratio"] > 0
+    assert (out / "grid.png").is_file() and (out / "mask.png").is_file()
+
+
+def test_rows_are_nested_per_region(matrix):
+    out, manifest = matrix
+    for layer in manifest["layers"]:
+        for part in ("foreground", "background"):
+            previous = None
+            for row in range(manifest["rows"]):
+                cell = next(c for c in manifest["cells"] if c["row"] == row and c["layer"] == layer)
+                names = set(next(iter(read_svg(out / cell["files"][part]).values())).names)
+                if previous is not None:
+                    assert names <= previous
+                previous = names
+
+
+def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground(matrix):
+    out, manifest = matrix
+    mask = np.asarray(Image.open(out / "mask.png")) > 127
+    outline = mask_outline(mask, 200, 140)
+    for cell in manifest["cells"]:
+        combined = read_svg(out / cell["files"]["combined"])
+        foreground = read_svg(out / cell["files"]["foreground"])["foreground"]
+        assert np.allclose(combined["foreground"].points, foreground.points, atol=1e-4)
+        background = combined.get("background")
+        if background is None or not len(background):
+            continue
+        # Midpoints of the cut background pieces are never inside the object.
+        middles = sample_cubics(background.points, 21)[:, 5:16]
+        assert not inside_outline(middles, outline).any()
+
+
+def test_foreground_strokes_land_on_the_object_in_the_image_frame(matrix):
+    """Initial strokes sit on the object's edges in the re-framed object canvas; mapped back,
+    the fidelity sketch's strokes must circle the disc (centre (95, 70), radius 25 px)."""
+    out, manifest = matrix
+    cell = next(c for c in manifest["cells"] if c["row"] == 0 and c["layer"] == 2)
+    strokes = read_svg(out / cell["files"]["foreground"])["foreground"]
+    distances = np.hypot(strokes.points[:, 0, 0] - 95, strokes.points[:, 0, 1] - 70)
+    assert abs(np.median(distances) - 25) < 6
+    # Re-framing zoomed the object in, so its strokes come back thinner than 3 canvas px.
+    background = read_svg(out / cell["files"]["background"])["background"]
+    assert strokes.widths[0] < background.widths[0]
+
+
+def test_svgs_render_in_an_independent_renderer_like_our_png(matrix):
+    out, manifest = matrix
+    for cell in manifest["cells"]:
+        svg = (out / cell["files"]["combined"]).read_bytes()
+        root = etree.fromstring(svg)
+        assert root.get("viewBox") == "0 0 200 140"
+        assert root[0].tag == f"{{{SVG_NS}}}g" and root[0].get("id") == "background"
+        theirs = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg, background_color="white",
+                                                        output_width=200, output_height=140)))
+        theirs = np.asarray(theirs.convert("L"), dtype=np.float64) / 255
+        ours = np.asarray(Image.open(out / cell["files"]["png"]).convert("L"), dtype=np.float64) / 255
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).mean() < 0.02
+        ink_ours, ink_theirs = (1 - ours).sum(), (1 - theirs).sum()
+        assert abs(ink_ours - ink_theirs) <= 0.1 * max(ink_theirs, 1)
+
+
+def test_fallbacks_are_announced_in_manifest_and_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["sketch", str(photo(tmp_path / "photo.png")), "--out", str(out), *TINY,
+                 "--layers", "4", "--rows", "1", "--strokes", "8", "--iterations", "2",
+                 "--row-steps", "2", "--models-dir", str(tmp_path / "empty")])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocessing"]["mask_method"] == "fallback"
+    assert manifest["preprocessing"]["inpaint_method"] == "fallback"
+    notices = " ".join(manifest["notices"])
+    assert "u2net.onnx" in notices and "big-lama.pt" in notices
+    err = capsys.readouterr().err
+    assert "fallback" in err and "u2net.onnx" in err
+
+
+def test_user_mask_and_no_split(tmp_path):
+    source = photo(tmp_path / "photo.png")
+    mask = Image.new("L", (200, 140), 0)
+    ImageDraw.Draw(mask).rectangle((10, 10, 60, 60), fill=255)
+    mask.save(tmp_path / "mask.png")
+    out = tmp_path / "user"
+    assert main(["sketch", str(source), "--out", str(out), *TINY, "--layers", "2", "--rows", "0",
+                 "--strokes", "6", "--iterations", "2", "--mask", str(tmp_path / "mask.png")]) == 0
+    assert json.loads((out / "manifest.json").read_text())["preprocessing"]["mask_method"] == "user"
+    out = tmp_path / "whole"
+    assert main(["sketch", str(source), "--out", str(out), *TINY, "--layers", "2", "--rows", "0",
+                 "--strokes", "6", "--iterations", "2", "--no-split"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["regions"] == ["scene"] and manifest["preprocessing"] == {"split": False}
