@@ -143,16 +143,25 @@ def svg_document(width: float, height: float, groups: list[tuple[str, StrokeSet]
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8").decode()
 
 
+def _parse(source: str | Path | bytes) -> etree._Element:
+    if isinstance(source, bytes):
+        return etree.fromstring(source)
+    return etree.parse(str(source)).getroot()
+
+
+def document_size(source: str | Path | bytes) -> tuple[float, float]:
+    """(width, height) of an SVG's viewBox."""
+    view_box = [float(value) for value in _parse(source).get("viewBox", "0 0 0 0").replace(",", " ").split()]
+    return view_box[2], view_box[3]
+
+
 def read_svg(source: str | Path | bytes) -> dict[str, StrokeSet]:
     """Parse an SVG written by `svg_document` back into stroke sets, keyed by group id.
 
     Paths outside any group are returned under "strokes". Raises ValueError on path data that
     is not a single 'M x y C x y x y x y' cubic.
     """
-    if isinstance(source, bytes):
-        root = etree.fromstring(source)
-    else:
-        root = etree.parse(str(source)).getroot()
+    root = _parse(source)
     view_box = [float(value) for value in root.get("viewBox", "0 0 0 0").replace(",", " ").split()]
     width, height = view_box[2], view_box[3]
     collected: dict[str, tuple[list, list, list]] = {}

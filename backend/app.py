@@ -1,0 +1,432 @@
+"""The HTTP API of the local sketch service (see docs/architecture.md, "backend")."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import json
+import logging
+import secrets
+import tempfile
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from clipascene_core import __version__
+from clipascene_core.config import ConfigError
+from clipascene_core.imageio import ImageInputError, load_image
+from clipascene_core.strokes import StrokeSet, document_size, read_svg
+
+from .health import weights_report
+from .params import JobParams, job_key
+from .store import FINAL, Job, JobStore, valid_job_id
+from .worker import ModelSettings, Worker
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 25 * 2**20
+WEB_PAGE = Path(__file__).parent / "web" / "index.html"
+EVENT_POLL_S = 0.4
+
+
+@dataclass
+class Settings:
+    """How the service runs. devices: one worker each ("cpu", "cuda:0", …)."""
+
+    data_dir: Path
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    models: ModelSettings = field(default_factory=ModelSettings)
+    token: str | None = None
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    start_workers: bool = True
+
+
+# --- response models (the OpenAPI schema at /docs is generated from these) ------------------
+
+class ProgressInfo(BaseModel):
+    stage: str | None = None
+    fraction: float = 0.0
+    steps_done: int | None = None
+    steps_total: int | None = None
+    eta_s: float | None = None
+    cells_done: int = 0
+    cells_total: int = 0
+
+
+class ImageInfo(BaseModel):
+    name: str
+    width: int
+    height: int
+
+
+class JobInfo(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    created: float
+    started: float | None
+    finished: float | None
+    progress: ProgressInfo
+    error: str | None
+    notices: list[str]
+    params: dict
+    image: ImageInfo
+    device: str | None
+
+
+class Submitted(BaseModel):
+    id: str
+    status: str
+    cached: bool
+
+
+class CellInfo(BaseModel):
+    row: int
+    column: int
+    layer: int
+    ready: bool
+    strokes: dict[str, int] | None = None
+    urls: dict[str, str] | None = None
+
+
+class MatrixInfo(BaseModel):
+    id: str
+    status: str
+    rows: int
+    layers: list[int]
+    regions: list[str]
+    split: bool
+    cells_done: int
+    cells_total: int
+    cells: list[CellInfo]
+
+
+class Health(BaseModel):
+    service: str
+    version: str
+    devices: list[str]
+    clip_model: str
+    weights: dict[str, str]
+    missing: list[str]
+    how_to_get_missing: str | None
+    queue_depth: int
+
+
+def _layout(params: dict) -> tuple[int, list[int], bool]:
+    config = JobParams(**params).to_config()
+    return config.simplicity_rows + 1, list(config.layers), config.split
+
+
+def _job_info(store: JobStore, job: Job) -> JobInfo:
+    rows, layers, _ = _layout(job.params)
+    progress = ProgressInfo(**{key: value for key, value in job.progress.items()
+                               if key in ProgressInfo.model_fields})
+    progress.cells_done = len(store.cells(job.id))
+    progress.cells_total = rows * len(layers)
+    return JobInfo(
+        id=job.id, status=job.status, created=job.created, started=job.started,
+        finished=job.finished, progress=progress, error=job.error, notices=job.notices,
+        params=job.params, image=ImageInfo(name=job.image_name, width=job.width, height=job.height),
+        device=job.device,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings) -> FastAPI:
+    store = JobStore(settings.data_dir)
+    wake = threading.Event()
+    workers = [Worker(store, device, settings.models, wake) for device in settings.devices]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        for job_id, outcome in store.recover():
+            logger.warning("job %s was interrupted by a stop of the backend: %s", job_id, outcome)
+        if settings.start_workers:
+            for worker in workers:
+                worker.start()
+        yield
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            if worker.is_alive():
+                worker.join(timeout=30)
+
+    app = FastAPI(title="CLIPascene backend", version=__version__, lifespan=lifespan,
+                  description="Local service that turns images into matrices of vector sketches.")
+    app.state.store = store
+    app.state.workers = workers
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if settings.token is not None:
+            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                     or request.headers.get("x-clipascene-token", "")
+                     or request.query_params.get("token", ""))
+            if not secrets.compare_digest(given.encode(), settings.token.encode()):
+                return JSONResponse({"detail": "a valid token is needed: send it as "
+                                     "'Authorization: Bearer TOKEN'."}, status_code=401)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def readable_validation(_request: Request, error: RequestValidationError):
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {item.get('msg')}")
+        return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
+
+    def get_job(job_id: str) -> Job:
+        if not valid_job_id(job_id):
+            raise HTTPException(404, f"no job {job_id[:40]!r}: job ids are 16 hex digits.")
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}.")
+        return job
+
+    # --- service -------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def web_page() -> HTMLResponse:
+        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/v1/health", response_model=Health)
+    def health() -> Health:
+        report = weights_report(settings.models)
+        missing = [name for name, state in report.items() if state == "missing"]
+        return Health(
+            service="clipascene-backend", version=__version__, devices=settings.devices,
+            clip_model=settings.models.clip_model, weights=report, missing=missing,
+            how_to_get_missing=("run `python3 install.py` (or `clipascene models download`) with "
+                                "internet access" if missing else None),
+            queue_depth=store.queue_depth(),
+        )
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    @app.post("/v1/jobs", status_code=202, response_model=Submitted,
+              responses={200: {"model": Submitted, "description": "the same job already exists"}})
+    async def submit(image: UploadFile = File(...), params: str = Form("{}")):
+        data = await image.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"the image is larger than {settings.max_upload_bytes // 2**20} MB.")
+        if not data:
+            raise HTTPException(400, "the image file is empty.")
+        try:
+            decoded = json.loads(params or "{}")
+        except json.JSONDecodeError as error:
+            raise HTTPException(400, f"params is not valid JSON ({error.msg}).") from None
+        if not isinstance(decoded, dict):
+            raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
+        try:
+            job_params = JobParams(**decoded)
+            job_params.to_config()
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
+                                 for item in error.errors())
+            raise HTTPException(422, f"invalid params: {problems}") from None
+        except ConfigError as error:
+            raise HTTPException(422, f"invalid params: {error}") from None
+        checked = await asyncio.to_thread(_check_image, data, settings.data_dir)
+        name = Path(image.filename or "image").name[:200]
+        key = job_key(data, job_params, settings.models.identity)
+        job, created = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
+                                    checked["width"], checked["height"])
+        wake.set()
+        return JSONResponse(Submitted(id=job.id, status=job.status, cached=not created).model_dump(),
+                            status_code=202 if created else 200)
+
+    @app.get("/v1/jobs", response_model=list[JobInfo])
+    def list_jobs(limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
+        return [_job_info(store, job) for job in store.list(limit)]
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobInfo)
+    def job_status(job_id: str) -> JobInfo:
+        return _job_info(store, get_job(job_id))
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobInfo | dict)
+    def cancel(job_id: str, purge: bool = False):
+        job = get_job(job_id)
+        if purge:
+            if job.status == "running":
+                store.request_cancel(job_id)
+                raise HTTPException(409, "the job is still stopping; purge it again in a moment.")
+            store.purge(job_id)
+            return {"id": job_id, "purged": True}
+        if job.status not in FINAL:
+            job = store.request_cancel(job_id)
+        return _job_info(store, job)
+
+    @app.get("/v1/jobs/{job_id}/events")
+    async def events(job_id: str, request: Request):
+        get_job(job_id)
+
+        async def stream():
+            sent_progress = None
+            sent_cells = 0
+            while True:
+                job = await asyncio.to_thread(store.get, job_id)
+                if job is None:
+                    yield _sse("failed", {"id": job_id, "error": "the job was purged"})
+                    return
+                cells = await asyncio.to_thread(store.cells, job_id)
+                for cell in cells[sent_cells:]:
+                    yield _sse("cell", _cell_links(job, cell))
+                sent_cells = len(cells)
+                info = _job_info(store, job)
+                progress = info.progress.model_dump()
+                if progress != sent_progress:
+                    yield _sse("progress", {"id": job_id, "status": job.status, **progress})
+                    sent_progress = progress
+                if job.status in FINAL:
+                    kind = {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.status]
+                    yield _sse(kind, {"id": job_id, "status": job.status, "error": job.error})
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(EVENT_POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/jobs/{job_id}/matrix", response_model=MatrixInfo)
+    def matrix(job_id: str) -> MatrixInfo:
+        job = get_job(job_id)
+        rows, layers, split = _layout(job.params)
+        ready = {(cell["row"], cell["layer"]): cell for cell in store.cells(job_id)}
+        manifest = _manifest(store, job_id)
+        regions = manifest.get("regions") if manifest else None
+        cells = []
+        for row in range(rows):
+            for column, layer in enumerate(layers):
+                cell = ready.get((row, layer))
+                links = _cell_links(job, cell) if cell else {}
+                cells.append(CellInfo(row=row, column=column, layer=layer, ready=cell is not None,
+                                      strokes=cell["strokes"] if cell else None,
+                                      urls=links.get("urls")))
+        return MatrixInfo(id=job_id, status=job.status, rows=rows, layers=layers,
+                          regions=regions or (["background", "foreground"] if split else ["scene"]),
+                          split=bool(manifest["preprocessing"]["split"]) if manifest else split,
+                          cells_done=len(ready), cells_total=rows * len(layers), cells=cells)
+
+    def find_cell(job: Job, row: int, column: int) -> dict:
+        _, layers, _ = _layout(job.params)
+        if not 0 <= column < len(layers):
+            raise HTTPException(404, f"column {column} does not exist; this job has {len(layers)}.")
+        for cell in store.cells(job.id):
+            if cell["row"] == row and cell["layer"] == layers[column]:
+                return cell
+        raise HTTPException(404, f"cell ({row}, {column}) is not ready (or does not exist).")
+
+    def cell_file(job: Job, cell: dict, part: str) -> Path:
+        files = cell["files"]
+        if part not in files:
+            raise HTTPException(404, f"this job has no {part} part: it was sketched as one region.")
+        return store.out_dir(job.id) / files[part]
+
+    @app.get("/v1/jobs/{job_id}/cells/{row}/{column}.svg", response_class=Response,
+             responses={200: {"content": {"image/svg+xml": {}}}})
+    def cell_svg(job_id: str, row: int, column: int,
+                 part: Literal["combined", "foreground", "background"] = "combined") -> Response:
+        job = get_job(job_id)
+        path = cell_file(job, find_cell(job, row, column), part)
+        return Response(path.read_bytes(), media_type="image/svg+xml")
+
+    @app.get("/v1/jobs/{job_id}/cells/{row}/{column}.png", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def cell_png(job_id: str, row: int, column: int,
+                       part: Literal["combined", "foreground", "background"] = "combined",
+                       size: int = Query(256, ge=16, le=2048)) -> Response:
+        job = get_job(job_id)
+        path = cell_file(job, find_cell(job, row, column), part)
+        data = await asyncio.to_thread(_thumbnail, path, size)
+        return Response(data, media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/grid.png", response_class=FileResponse)
+    def grid(job_id: str):
+        job = get_job(job_id)
+        path = store.out_dir(job.id) / "grid.png"
+        if not path.is_file():
+            raise HTTPException(404, "the overview is written when the whole matrix is done.")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/manifest.json")
+    def manifest_file(job_id: str):
+        job = get_job(job_id)
+        manifest = _manifest(store, job.id)
+        if manifest is None:
+            raise HTTPException(404, "no cell is finished yet.")
+        return manifest
+
+    return app
+
+
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _cell_links(job: Job, cell: dict) -> dict:
+    _, layers, _ = _layout(job.params)
+    column = layers.index(cell["layer"])
+    base = f"/v1/jobs/{job.id}/cells/{cell['row']}/{column}"
+    urls = {"combined": f"{base}.svg", "png": f"{base}.png"}
+    for part in ("foreground", "background"):
+        if part in cell["files"]:
+            urls[part] = f"{base}.svg?part={part}"
+    return {"id": job.id, "row": cell["row"], "column": column, "layer": cell["layer"],
+            "strokes": cell["strokes"], "urls": urls}
+
+
+def _manifest(store: JobStore, job_id: str) -> dict | None:
+    path = store.out_dir(job_id) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _check_image(data: bytes, data_dir: Path) -> dict:
+    """Validate an upload by content (format, size, integrity) -> its suffix and size."""
+    suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+    with tempfile.NamedTemporaryFile(dir=data_dir, suffix=".upload") as temporary:
+        temporary.write(data)
+        temporary.flush()
+        try:
+            image = load_image(temporary.name)
+        except ImageInputError as error:
+            message = str(error).replace(f"{temporary.name}: ", "")
+            raise HTTPException(415 if "not an image" in message or "not supported" in message
+                                else 400, message) from None
+    return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}
+
+
+def _thumbnail(svg: Path, size: int) -> bytes:
+    groups = list(read_svg(svg).values())
+    if groups:
+        merged = StrokeSet(np.concatenate([group.points for group in groups]),
+                           np.concatenate([group.widths for group in groups]),
+                           groups[0].width, groups[0].height)
+    else:  # a part whose strokes were all cut away: blank paper of the cell's size
+        width, height = document_size(svg)
+        merged = StrokeSet(np.zeros((0, 4, 2)), np.zeros(0), width, height)
+    buffer = io.BytesIO()
+    merged.render(max_side=size).save(buffer, format="PNG")
+    return buffer.getvalue()
+

@@ -1,0 +1,272 @@
+"""The job store: SQLite (WAL) records of jobs and their finished cells, files beside it.
+
+Layout of the data folder:
+    jobs.sqlite3                 job and cell records
+    jobs/{id}/input.{ext}        the uploaded image, as sent
+    jobs/{id}/out/               the matrix files (see clipascene_core.matrix)
+
+Every method opens its own short connection, so worker threads and request handlers never
+share one; WAL lets readers proceed while a worker writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINAL = ("done", "failed", "cancelled")
+_JOB_ID = re.compile(r"^[a-f0-9]{16}$")
+#: A job whose worker died this many times is failed instead of run again.
+MAX_ATTEMPTS = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    image_name TEXT NOT NULL,
+    image_file TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    progress TEXT NOT NULL DEFAULT '{}',
+    notices TEXT NOT NULL DEFAULT '[]',
+    device TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key);
+CREATE TABLE IF NOT EXISTS cells (
+    job_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    layer INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    finished REAL NOT NULL,
+    PRIMARY KEY (job_id, row, layer)
+);
+"""
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Job ids are 16 lowercase hex digits: nothing else can reach the file system."""
+    return bool(_JOB_ID.match(job_id))
+
+
+@dataclass
+class Job:
+    id: str
+    key: str
+    status: str
+    params: dict
+    image_name: str
+    image_file: str
+    width: int
+    height: int
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    progress: dict
+    notices: list
+    device: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        values = dict(row)
+        values["params"] = json.loads(values["params"])
+        values["progress"] = json.loads(values["progress"])
+        values["notices"] = json.loads(values["notices"])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+
+class JobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.jobs_dir = self.data_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "jobs.sqlite3"
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("PRAGMA busy_timeout=30000")
+            yield connection
+        finally:
+            connection.close()
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        if not valid_job_id(job_id):
+            raise ValueError(f"invalid job id {job_id!r}")
+        return self.jobs_dir / job_id
+
+    def out_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "out"
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def submit(self, key: str, params: dict, image_name: str, image_bytes: bytes, suffix: str,
+               width: int, height: int) -> tuple[Job, bool]:
+        """Create a queued job, or return the existing job with the same key.
+
+        Returns (job, created). A failed or cancelled job with the same key is queued again.
+        """
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    job = Job.from_row(row)
+                    if job.status in ("failed", "cancelled"):
+                        connection.execute(
+                            "UPDATE jobs SET status='queued', error=NULL, cancel_requested=0, "
+                            "attempts=0, created=?, progress='{}' WHERE id=?", (time.time(), job.id))
+                        job = Job.from_row(connection.execute(
+                            "SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
+                    connection.execute("COMMIT")
+                    return job, False
+                job_id = secrets.token_hex(8)
+                folder = self.job_dir(job_id)
+                folder.mkdir(parents=True)
+                image_file = f"input{suffix}"
+                (folder / image_file).write_bytes(image_bytes)
+                connection.execute(
+                    "INSERT INTO jobs (id, key, status, params, image_name, image_file, width, height,"
+                    " created) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (job_id, key, json.dumps(params), image_name, image_file, width, height,
+                     time.time()))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> Job | None:
+        if not valid_job_id(job_id):
+            return None
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_row(row) if row is not None else None
+
+    def list(self, limit: int = 100) -> list[Job]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def queue_depth(self) -> int:
+        with self._connect() as connection:
+            return connection.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+    def claim_next(self, device: str) -> Job | None:
+        """Atomically take the oldest queued job for a worker on `device`."""
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            row = connection.execute(
+                "SELECT id FROM jobs WHERE status='queued' ORDER BY created LIMIT 1").fetchone()
+            if row is None:
+                connection.execute("COMMIT")
+                return None
+            connection.execute(
+                "UPDATE jobs SET status='running', started=?, attempts=attempts+1, device=? "
+                "WHERE id=?", (time.time(), device, row["id"]))
+            connection.execute("COMMIT")
+        return self.get(row["id"])
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        encoded = {key: json.dumps(value) if key in ("progress", "notices", "params") else value
+                   for key, value in fields.items()}
+        assignments = ", ".join(f"{key}=?" for key in encoded)
+        with self._connect() as connection:
+            connection.execute(f"UPDATE jobs SET {assignments} WHERE id=?",
+                               (*encoded.values(), job_id))
+
+    def finish(self, job_id: str, status: str, error: str | None = None) -> None:
+        self.update(job_id, status=status, error=error, finished=time.time())
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a job: a queued one at once, a running one at its worker's next step."""
+        with self._connect() as connection:
+            connection.execute(
+                "UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND status='queued'",
+                (time.time(), job_id))
+            connection.execute(
+                "UPDATE jobs SET cancel_requested=1 WHERE id=? AND status='running'", (job_id,))
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._connect() as connection:
+            row = connection.execute("SELECT cancel_requested FROM jobs WHERE id=?",
+                                     (job_id,)).fetchone()
+        return row is None or bool(row[0])
+
+    def purge(self, job_id: str) -> None:
+        """Forget a job and delete its files."""
+        with self._connect() as connection:
+            connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
+            connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def recover(self) -> list[tuple[str, str]]:
+        """After a crash: re-queue jobs left running, or fail them after MAX_ATTEMPTS.
+
+        Returns (job id, what happened) pairs for the log.
+        """
+        outcomes = []
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, attempts, cancel_requested FROM jobs WHERE status='running'").fetchall()
+            for row in rows:
+                if row["cancel_requested"]:
+                    connection.execute("UPDATE jobs SET status='cancelled', finished=? WHERE id=?",
+                                       (time.time(), row["id"]))
+                    outcomes.append((row["id"], "cancelled"))
+                elif row["attempts"] >= MAX_ATTEMPTS:
+                    connection.execute(
+                        "UPDATE jobs SET status='failed', finished=?, error=? WHERE id=?",
+                        (time.time(), f"the backend stopped during this job {row['attempts']} times; "
+                                      "it was not started again", row["id"]))
+                    outcomes.append((row["id"], "failed"))
+                else:
+                    connection.execute("UPDATE jobs SET status='queued' WHERE id=?", (row["id"],))
+                    outcomes.append((row["id"], "re-queued"))
+        return outcomes
+
+    # --- cells ---------------------------------------------------------------------------
+
+    def add_cell(self, job_id: str, cell: dict) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO cells (job_id, row, layer, data, finished) VALUES (?,?,?,?,?)",
+                (job_id, cell["row"], cell["layer"], json.dumps(cell), time.time()))
+
+    def cells(self, job_id: str) -> list[dict]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
+                (job_id,)).fetchall()
+        return [json.loads(row["data"]) for row in rows]
