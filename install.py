@@ -20,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 MIN_PYTHON = (3, 10)
-#: Debian packages the test suite needs (cairo is the renderer tests' reference rasteriser).
-DEV_APT_PACKAGES = ["libcairo2"]
+#: Debian packages the test suite needs: cairo (the renderer tests' reference rasteriser and
+#: CairoSVG) and Chromium (the backend web page's screenshot test).
+DEV_APT_PACKAGES = ["libcairo2", "chromium"]
 
 
 class InstallError(Exception):
