@@ -21,8 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 MIN_PYTHON = (3, 10)
 #: Debian packages the test suite needs: cairo (the renderer tests' reference rasteriser and
-#: CairoSVG) and Chromium (the backend web page's screenshot test).
-DEV_APT_PACKAGES = ["libcairo2", "chromium"]
+#: CairoSVG), Chromium (the backend web page's screenshot test), Inkscape with Xvfb and GTK
+#: (the extension's tests in the real application), and what PyPI's inkex needs to build
+#: PyGObject.
+DEV_APT_PACKAGES = [
+    "libcairo2", "chromium", "inkscape", "xvfb", "xauth", "gir1.2-gtk-3.0", "python3-gi-cairo",
+    "libgirepository1.0-dev", "libcairo2-dev", "pkg-config",
+]
 
 
 class InstallError(Exception):
@@ -127,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_python()
         python = create_venv(args.prefix.resolve())
+        if args.dev:
+            # Before the project: PyPI's inkex builds PyGObject against these headers.
+            install_system_packages(DEV_APT_PACKAGES)
         install_torch(python)
         install_project(python, args.dev)
-        if args.dev:
-            install_system_packages(DEV_APT_PACKAGES)
     except InstallError as error:
         say(f"FAILED: {error}")
         return 1

@@ -1,0 +1,158 @@
+"""HTTP client of the CLIPascene backend, standard library only (Inkscape's Python has no
+`requests` guaranteed), and starting the backend when it is installed but not running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+DEFAULT_SERVER = "http://127.0.0.1:8765"
+#: Written by install.py: {"backend": "/path/to/clipascene-backend", "data_dir": …}.
+BACKEND_RECORD = Path(__file__).with_name("backend.json")
+START_TIMEOUT_S = 60.0
+
+
+class BackendError(Exception):
+    """Anything that went wrong talking to the backend; the message is for the user."""
+
+
+class Backend:
+    """The daemon at `server` (e.g. http://127.0.0.1:8765)."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None,
+                 timeout: float = 15.0) -> None:
+        self.server = (server or DEFAULT_SERVER).rstrip("/")
+        self.token = token if token is not None else os.environ.get("CLIPASCENE_TOKEN")
+        self.timeout = timeout
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict | None = None) -> bytes:
+        request = urllib.request.Request(self.server + path, data=body, method=method,
+                                         headers=dict(headers or {}))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            try:
+                detail = json.loads(error.read().decode("utf-8")).get("detail", error.reason)
+            except (ValueError, AttributeError):
+                detail = error.reason
+            raise BackendError(f"the CLIPascene backend refused the request: {detail}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise BackendError(f"cannot reach the CLIPascene backend at {self.server} ({reason}).") from None
+
+    def _json(self, method: str, path: str, **kwargs) -> dict:
+        return json.loads(self._request(method, path, **kwargs).decode("utf-8"))
+
+    # --- API -----------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self._json("GET", "/v1/health")
+
+    def submit(self, image: bytes, filename: str, params: dict) -> dict:
+        """Upload an image with job parameters -> {"id", "status", "cached"}."""
+        boundary = uuid.uuid4().hex
+        parts = [
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+             f"{json.dumps(params)}\r\n").encode(),
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+             f'filename="{_quote(filename)}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode(),
+            image,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+        return self._json("POST", "/v1/jobs", body=b"".join(parts),
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{_id(job_id)}")
+
+    def matrix(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{_id(job_id)}/matrix")
+
+    def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
+        query = urllib.parse.urlencode({"part": part})
+        return self._request("GET", f"/v1/jobs/{_id(job_id)}/cells/{int(row)}/{int(column)}.svg?{query}")
+
+    def cell_png(self, job_id: str, row: int, column: int, part: str = "combined",
+                 size: int = 160) -> bytes:
+        query = urllib.parse.urlencode({"part": part, "size": int(size)})
+        return self._request("GET", f"/v1/jobs/{_id(job_id)}/cells/{int(row)}/{int(column)}.png?{query}")
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json("DELETE", f"/v1/jobs/{_id(job_id)}")
+
+    # --- the daemon ----------------------------------------------------------------------------
+
+    def ensure_running(self, start: bool = True) -> dict:
+        """Health of the backend, starting it first when it is installed here but not running.
+
+        Raises BackendError with one message saying how to start it otherwise.
+        """
+        try:
+            return self.health()
+        except BackendError as unreachable:
+            command = installed_backend()
+            if not start or command is None or not self._is_local():
+                raise BackendError(
+                    f"{unreachable} Start it with `clipascene-backend serve` (installed by "
+                    "`python3 install.py`), or check the server address in the dialog.") from None
+        port = urllib.parse.urlsplit(self.server).port or 80
+        log = _start_log()
+        with open(log, "ab") as stream:
+            subprocess.Popen(
+                [*command, "serve", "--port", str(port)], stdin=subprocess.DEVNULL, stdout=stream,
+                stderr=stream, start_new_session=True, close_fds=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                return self.health()
+            except BackendError:
+                continue
+        raise BackendError(f"the CLIPascene backend did not start within {START_TIMEOUT_S:.0f} s; "
+                           f"see {log}.")
+
+    def _is_local(self) -> bool:
+        host = urllib.parse.urlsplit(self.server).hostname or ""
+        return host in ("127.0.0.1", "localhost", "::1")
+
+
+def installed_backend() -> list[str] | None:
+    """The command that starts the backend, as install.py recorded it, if it still exists."""
+    try:
+        record = json.loads(BACKEND_RECORD.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    executable = record.get("backend")
+    if not executable or not Path(executable).exists():
+        return None
+    return [executable]
+
+
+def _start_log() -> Path:
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) if sys.platform != "win32" else Path.home()
+    return folder / "clipascene-backend-start.log"
+
+
+def _id(job_id: str) -> str:
+    if not (len(job_id) == 16 and all(char in "0123456789abcdef" for char in job_id)):
+        raise BackendError(f"{job_id!r} is not a CLIPascene job id.")
+    return job_id
+
+
+def _quote(filename: str) -> str:
+    return filename.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
