@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="openai (downloaded once), random, or a path to a weights file")
     sketch.add_argument("--quiet", action="store_true", help="no progress bar")
     sketch.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+    from .model_manager import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -123,11 +126,16 @@ def run_sketch(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+    logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "WARNING")).upper(),
+                                      logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "sketch":
             return run_sketch(args)
+        if args.command == "models":
+            from .model_manager import run
+
+            return run(args)
     except (ImageInputError, ConfigError) as error:
         print(f"clipascene: {error}", file=sys.stderr)
         return EXIT_INPUT

@@ -113,6 +113,16 @@ class ClipEncoder(nn.Module):
         return attention / attention.max().clamp_min(1e-12)
 
 
+#: Folder the Hugging Face cache gives OpenAI's ViT-B/32 as open_clip fetches it.
+CLIP_CACHE_NAME = "models--timm--vit_base_patch32_clip_224.openai"
+
+
+def clip_weights_present(cache_dir: Path) -> bool:
+    """Whether open_clip's download of the OpenAI ViT-B/32 weights is in `cache_dir`."""
+    snapshots = Path(cache_dir) / CLIP_CACHE_NAME / "snapshots"
+    return snapshots.is_dir() and any(path.is_file() for path in snapshots.rglob("*"))
+
+
 def _register_tiny_config() -> None:
     import open_clip
 
