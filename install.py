@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """One-command set-up of CLIPascene (standard library only).
 
-    python3 install.py          # virtual environment + PyTorch + CLIPascene
-    python3 install.py --dev    # the same plus the test tools and the system packages tests use
+    python3 install.py              # environment, PyTorch, CLIPascene, weights, Inkscape extension
+    python3 install.py --dev        # the same plus the test tools and the system packages tests use
+    python3 install.py --service    # also start the backend at login (systemd user unit)
+    python3 install.py --uninstall  # remove what an earlier run installed, and nothing else
 
 Every step says what it did; a failed step says what to do. Re-running is safe.
 """
@@ -10,6 +12,7 @@ Every step says what it did; a failed step says what to do. Re-running is safe.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -122,26 +125,252 @@ def install_system_packages(packages: list[str]) -> None:
     run(sudo + ["apt-get", "install", "-y", "-q", *missing], "installing system packages", env)
 
 
+def default_data_dir() -> Path:
+    """The platform's user data folder, as platformdirs gives it to the backend."""
+    override = os.environ.get("CLIPASCENE_DATA_DIR")
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "clipascene"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "clipascene"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "clipascene"
+
+
+def inkscape_extensions_dir(profile: Path | None) -> Path | None:
+    """Inkscape's user extensions folder: --inkscape-profile, $INKSCAPE_PROFILE_DIR, what
+    `inkscape --user-data-directory` says, then the usual places per OS (Flatpak and Snap
+    keep their own)."""
+    if profile is not None:
+        return profile / "extensions"
+    if os.environ.get("INKSCAPE_PROFILE_DIR"):
+        return Path(os.environ["INKSCAPE_PROFILE_DIR"]) / "extensions"
+    if shutil.which("inkscape"):
+        try:
+            answer = subprocess.run(["inkscape", "--user-data-directory"], capture_output=True,
+                                    text=True, timeout=60)
+            if answer.returncode == 0 and answer.stdout.strip():
+                return Path(answer.stdout.strip().splitlines()[-1]) / "extensions"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    home = Path.home()
+    candidates = [
+        home / ".var" / "app" / "org.inkscape.Inkscape" / "config" / "inkscape",  # Flatpak
+        home / "snap" / "inkscape" / "current" / ".config" / "inkscape",  # Snap
+    ]
+    if sys.platform == "darwin":
+        candidates.insert(0, home / "Library" / "Application Support" / "org.inkscape.Inkscape"
+                          / "config" / "inkscape")
+    elif os.name == "nt":
+        candidates.insert(0, Path(os.environ.get("APPDATA", home)) / "inkscape")
+    else:
+        candidates.insert(0, Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "inkscape")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate / "extensions"
+    return None
+
+
+def install_extension(extensions: Path, link: bool, backend: Path, data_dir: Path) -> Path:
+    """Put the extension in Inkscape's folder as extensions/clipascene and record where the
+    backend is, so the extension can start it."""
+    target = extensions / "clipascene"
+    source = ROOT / "inkscape_ext"
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    extensions.mkdir(parents=True, exist_ok=True)
+    if link:
+        target.symlink_to(source, target_is_directory=True)
+    else:
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "backend.json"))
+    record = {"backend": str(backend), "data_dir": str(data_dir)}
+    (target / "clipascene_ext" / "backend.json").write_text(json.dumps(record, indent=2) + "\n")
+    say(f"Inkscape extension {'linked' if link else 'copied'} to {target}")
+    return target
+
+
+def check_inkscape_python() -> None:
+    """The extension runs in the Python Inkscape starts: it needs lxml, and GTK for the picker."""
+    python = shutil.which("python3") or shutil.which("python")
+    if python is None:
+        say("WARNING: no python3 on PATH for Inkscape's extensions; install Python 3.")
+        return
+    probe = ("import warnings; warnings.simplefilter('ignore'); import lxml, gi; "
+             "gi.require_version('Gtk', '3.0'); from gi.repository import Gtk")
+    result = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    if result.returncode == 0:
+        say(f"Inkscape's Python ({python}) has lxml and GTK: ok")
+    else:
+        say(f"WARNING: {python} cannot import lxml and GTK, which the extension's picker needs. "
+            "On Debian/Ubuntu: sudo apt-get install python3-lxml python3-gi gir1.2-gtk-3.0")
+
+
+def download_weights(python: Path, data_dir: Path) -> bool:
+    env = dict(os.environ, CLIPASCENE_DATA_DIR=str(data_dir))
+    result = subprocess.run([str(python), "-m", "clipascene_core.cli", "models", "download"], env=env)
+    if result.returncode != 0:
+        say("WARNING: some weights could not be downloaded (see above). Everything else is "
+            "installed; run `clipascene models download` later. Without U²-Net/LaMa the "
+            "foreground split uses announced fallbacks; without CLIP nothing can be sketched.")
+        return False
+    return True
+
+
+SERVICE_TEMPLATE = """[Unit]
+Description=CLIPascene sketch backend
+After=network.target
+
+[Service]
+ExecStart={backend} serve --data-dir {data_dir}
+Restart=on-failure
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def install_service(backend: Path, data_dir: Path) -> Path | None:
+    if not sys.platform.startswith("linux") or shutil.which("systemctl") is None:
+        say("--service: no systemd here; start the backend with `clipascene-backend serve` instead")
+        return None
+    unit = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user" \
+        / "clipascene-backend.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(SERVICE_TEMPLATE.format(backend=backend, data_dir=data_dir))
+    for command in (["daemon-reload"], ["enable", "--now", unit.name]):
+        if subprocess.run(["systemctl", "--user", *command], capture_output=True).returncode != 0:
+            say(f"WARNING: `systemctl --user {' '.join(command)}` failed; the unit is in {unit}")
+            break
+    else:
+        say(f"backend service enabled: {unit}")
+    return unit
+
+
+def record_path(data_dir: Path) -> Path:
+    return data_dir / "install-record.json"
+
+
+def uninstall(data_dir: Path) -> int:
+    """Remove what the recorded installation put in place, and nothing else."""
+    path = record_path(data_dir)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        say(f"nothing to uninstall: no installation record in {data_dir}")
+        return 0
+    if record.get("service"):
+        unit = Path(record["service"])
+        subprocess.run(["systemctl", "--user", "disable", "--now", unit.name], capture_output=True)
+        unit.unlink(missing_ok=True)
+        say(f"removed the backend service {unit}")
+    extension = record.get("extension")
+    if extension:
+        target = Path(extension)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        say(f"removed the Inkscape extension {target}")
+    for key in ("models_dir", "venv"):
+        if record.get(key) and record.get(f"{key}_created"):
+            shutil.rmtree(record[key], ignore_errors=True)
+            say(f"removed {record[key]}")
+    if record.get("settings"):
+        Path(record["settings"]).unlink(missing_ok=True)
+    path.unlink()
+    say("uninstalled. Your sketch jobs in the data folder were kept.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Set up CLIPascene on this machine.")
     parser.add_argument("--dev", action="store_true",
-                        help="also install the test tools and the system packages tests need")
+                        help="also install the test tools and the system packages tests need; "
+                             "link the extension instead of copying it")
     parser.add_argument("--prefix", type=Path, default=ROOT / ".venv",
                         help="where to create the virtual environment (default: .venv here)")
+    parser.add_argument("--python", type=Path, default=None,
+                        help="install into this existing environment's Python instead of a new venv")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the backend's data folder (default: the user data folder)")
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="an existing folder with (or for) the model weights")
+    parser.add_argument("--offline", action="store_true",
+                        help="download nothing; the backend and the extension name what is missing")
+    parser.add_argument("--inkscape-profile", type=Path, default=None,
+                        help="Inkscape's profile folder (default: found from Inkscape)")
+    parser.add_argument("--no-inkscape", action="store_true", help="do not install the extension")
+    parser.add_argument("--service", action="store_true",
+                        help="start the backend at login (systemd user unit, Linux)")
+    parser.add_argument("--uninstall", action="store_true",
+                        help="remove what an earlier run installed")
     args = parser.parse_args(argv)
+    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
+    if args.uninstall:
+        return uninstall(data_dir)
+    record: dict = {"data_dir": str(data_dir)}
+    try:
+        earlier = json.loads(record_path(data_dir).read_text())
+    except (OSError, ValueError):
+        earlier = {}
     try:
         check_python()
-        python = create_venv(args.prefix.resolve())
+        if args.python is not None:
+            python = args.python.expanduser().absolute()
+            if not python.exists():
+                raise InstallError(f"--python {python} does not exist.")
+            say(f"using the existing environment of {python}")
+        else:
+            prefix = args.prefix.resolve()
+            record["venv_created"] = not venv_python(prefix).exists()
+            python = create_venv(prefix)
+            record["venv"] = str(prefix)
         if args.dev:
             # Before the project: PyPI's inkex builds PyGObject against these headers.
             install_system_packages(DEV_APT_PACKAGES)
         install_torch(python)
         install_project(python, args.dev)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        models_dir = (args.weights_dir.expanduser().resolve() if args.weights_dir
+                      else data_dir / "models")
+        if args.weights_dir:
+            settings = data_dir / "settings.json"
+            settings.write_text(json.dumps({"models_dir": str(models_dir)}, indent=2) + "\n")
+            record["settings"] = str(settings)
+        else:
+            record["models_dir"] = str(models_dir)
+            record["models_dir_created"] = not models_dir.exists()
+        models_dir.mkdir(parents=True, exist_ok=True)
+        if args.offline:
+            say(f"offline: no weights downloaded; put them in {models_dir} "
+                "(`clipascene models list` shows what is missing)")
+        else:
+            download_weights(python, data_dir)
+        backend = python.parent / ("clipascene-backend.exe" if os.name == "nt" else "clipascene-backend")
+        if not args.no_inkscape:
+            extensions = inkscape_extensions_dir(args.inkscape_profile)
+            if extensions is None:
+                say("Inkscape was not found: install Inkscape 1.2 or newer, then run install.py "
+                    "again to add the extension (or pass --inkscape-profile).")
+            else:
+                record["extension"] = str(install_extension(extensions, args.dev, backend, data_dir))
+                check_inkscape_python()
+        if args.service:
+            unit = install_service(backend, data_dir)
+            if unit is not None:
+                record["service"] = str(unit)
+        # A re-run must not forget what the first run created.
+        for key in ("venv_created", "models_dir_created"):
+            record[key] = bool(record.get(key) or earlier.get(key))
+        record_path(data_dir).write_text(json.dumps(record, indent=2) + "\n")
     except InstallError as error:
         say(f"FAILED: {error}")
         return 1
-    bin_dir = venv_python(args.prefix).parent
-    say(f"done. Try: {bin_dir / 'clipascene'} sketch photo.png --out result/")
+    bin_dir = python.parent
+    say(f"done. In Inkscape: Extensions > CLIPascene > Sketch Image. From a terminal: "
+        f"{bin_dir / 'clipascene'} sketch photo.png --out result/")
     return 0
 
 

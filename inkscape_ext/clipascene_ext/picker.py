@@ -1,0 +1,526 @@
+"""The matrix picker: a GTK window where a job's sketch matrix fills in live and the user picks a cell.
+
+Columns are CLIP layers (fidelity), rows are simplicity levels (row 0 is the fidelity sketch
+itself). Built on `inkex.gui` (GtkApp + Window with `picker.ui`), whose API is the same in
+Inkscape 1.2's bundled inkex and in inkex 1.4. The network is only touched from one background
+thread; everything that changes widgets runs on the GTK main loop through `GLib.idle_add`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+# Inkscape turns any stderr output of an extension into a modal error dialog, and Debian's
+# PyGObject emits ImportWarnings on import (inkex 1.2 does not hide them): import quietly.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import gi
+
+    gi.require_version("Gtk", "3.0")
+    gi.require_version("Gdk", "3.0")
+    gi.require_version("GdkPixbuf", "2.0")
+    from gi.repository import Gdk, GdkPixbuf, GLib, Gtk
+    from inkex.gui import GtkApp, Window
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("combined", "foreground", "background")
+FINAL = ("done", "failed", "cancelled")
+THUMBNAIL_SIZE = 160  # px, the longer side of a cell's thumbnail
+POLL_INTERVAL_S = 1.0
+CSS = b"""
+button.clipascene-cell { padding: 4px; }
+button.clipascene-cell:checked { box-shadow: inset 0 0 0 3px @theme_selected_bg_color; }
+.clipascene-thumbnail { background-color: #ffffff; }
+label.clipascene-error { color: @error_color; }
+"""
+
+Choice = tuple[int, int, str]
+_STYLED_SCREENS: dict[Gdk.Screen, Gtk.CssProvider] = {}
+
+
+class PickerBackend(Protocol):
+    """What the picker needs of `client.Backend`; tests pass a fake with the same methods."""
+
+    def job(self, job_id: str) -> dict: ...
+    def matrix(self, job_id: str) -> dict: ...
+    def cell_png(self, job_id: str, row: int, column: int, part: str = "combined",
+                 size: int = 160) -> bytes: ...
+    def cancel(self, job_id: str) -> dict: ...
+
+
+@dataclass
+class CellView:
+    """The widgets of one matrix cell: a toggle button holding the thumbnail and a caption."""
+
+    button: Gtk.ToggleButton
+    image: Gtk.Image
+    caption: Gtk.Label
+
+    @property
+    def has_thumbnail(self) -> bool:
+        return self.image.get_storage_type() == Gtk.ImageType.PIXBUF
+
+
+class PickerWindow(Window):
+    """The picker window of `picker.ui`; open one with `PickerWindow.open(...)` (inkex.gui
+    constructs windows from their GtkApp, so the options travel as the app's keyword arguments).
+
+    After it closes, `result` is the chosen (row, column, part), or None for Close and Cancel
+    job. Attributes for callers and tests: `cells` {(row, column): CellView}, `region_buttons`
+    {part: radio button}, `import_button`, `cancel_button`, `close_button`, `progress`,
+    `notice`, `part`, `selected`, and `dead` (inkex.gui's "closed").
+    """
+
+    name = "picker"
+
+    @classmethod
+    def open(cls, backend: PickerBackend, job_id: str, title: str = "CLIPascene",
+             initial: Choice | None = None, *, poll: bool = True,
+             poll_interval: float = POLL_INTERVAL_S) -> PickerWindow:
+        """Show a picker for `job_id` without running a main loop (the caller runs it).
+
+        initial: a (row, column, part) chosen beforehand, e.g. the cell being replaced.
+        poll: ask the backend for the job every `poll_interval` seconds; tests that feed
+        `apply_status` themselves turn it off (thumbnails are fetched either way).
+        """
+        app = PickerApp(start_loop=False, backend=backend, job_id=job_id, title=title,
+                        initial=initial, poll=poll, poll_interval=poll_interval)
+        return app.window
+
+    # --- set-up (inkex.gui calls load_widgets from Window.init, after connecting signals) -----
+
+    def load_widgets(self):
+        options = self.gapp.kwargs
+        self.backend: PickerBackend = options["backend"]
+        self.job_id: str = options["job_id"]
+        self.poll_interval: float = options.get("poll_interval", POLL_INTERVAL_S)
+        self.result: Choice | None = None
+        self.cells: dict[tuple[int, int], CellView] = {}
+        self.region_buttons = {part: self.widget(f"region_{part}") for part in PARTS}
+        self.import_button = self.widget("import_button")
+        self.cancel_button = self.widget("cancel_button")
+        self.close_button = self.widget("close_button")
+        self.progress = self.widget("progress")
+        self.notice = self.widget("notice")
+        self.grid = self.widget("matrix")
+        self.window.set_title(options.get("title") or "CLIPascene")
+        self.widget("heading").set_text(options.get("title") or "CLIPascene")
+
+        row, column, part = options.get("initial") or (None, None, "combined")
+        self.part = part if part in PARTS else "combined"
+        self.selected: tuple[int, int] | None = None if row is None else (int(row), int(column))
+        self._quiet = True  # programmatic widget changes must not run the user handlers
+        self.region_buttons[self.part].set_active(True)
+        self._quiet = False
+
+        self._layout: tuple[int, tuple[int, ...]] | None = None
+        self._split = False
+        self._status = "queued"
+        self._ready: dict[tuple[int, int], dict] = {}
+        self._thumbnails: dict[Choice, GdkPixbuf.Pixbuf] = {}
+        self._requested: set[Choice] = set()
+        self._job_notices: list[str] = []
+        self._outcome = ""
+        self._problem = ""
+        self._cancelling = False
+
+        _add_style(self.window.get_screen())
+
+        # One worker thread does all network I/O: status polls and thumbnail downloads.
+        self._requests: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._work, args=(options.get("poll", True),),
+                                        name="clipascene-picker", daemon=True)
+        self._worker.start()
+
+    def pre_exit(self):
+        self._requests.put(None)  # the worker's stop signal
+
+    # --- state from the backend (main loop) ---------------------------------------------------
+
+    def apply_status(self, job: dict, matrix: dict) -> None:
+        """Show a job record (GET /v1/jobs/{id}) and its manifest (GET /v1/jobs/{id}/matrix)."""
+        layout = (int(matrix["rows"]), tuple(int(layer) for layer in matrix["layers"]))
+        new_layout = layout != self._layout
+        if new_layout:
+            self._build_grid(*layout)
+        self._status = job.get("status", matrix.get("status", "queued"))
+        self._split = bool(matrix.get("split"))
+        for part in ("foreground", "background"):
+            self.region_buttons[part].set_sensitive(self._split)
+        self._ready = {(cell["row"], cell["column"]): cell for cell in matrix["cells"] if cell.get("ready")}
+        self._job_notices = list(job.get("notices") or [])
+        self._outcome = ""
+        if self._status == "failed":
+            self._outcome = f"The sketch failed: {job.get('error') or 'the backend gave no reason.'}"
+        elif self._status == "cancelled":
+            self._outcome = "This job was cancelled; the finished cells can still be imported."
+        self._problem = ""
+        if not self._split and self.part != "combined":
+            self.set_part("combined")  # this job has no foreground/background to show
+        else:
+            self._refresh_cells()
+        self.cancel_button.set_sensitive(self._status not in FINAL and not self._cancelling)
+        self._show_progress(job, matrix)
+        self._show_notice()
+        if new_layout:
+            self._fit_window()  # once captions and notices take their room
+
+    def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
+        """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
+        pixbuf = png if isinstance(png, GdkPixbuf.Pixbuf) else _decode_png(png)
+        self._requested.discard((row, column, part))
+        self._thumbnails[(row, column, part)] = pixbuf
+        cell = self.cells.get((row, column))
+        if cell is not None and part == self.part:
+            cell.image.set_from_pixbuf(pixbuf)
+
+    def _build_grid(self, rows: int, layers: tuple[int, ...]) -> None:
+        for child in self.grid.get_children():
+            self.grid.remove(child)
+        self.cells = {}
+        self._layout = (rows, layers)
+        for column, layer in enumerate(layers):
+            header = Gtk.Label(label=f"Layer {layer}")
+            header.set_tooltip_text(f"Fidelity: CLIP layer {layer}; a lower layer keeps the "
+                                    "photo's geometry, a higher one only its meaning.")
+            self.grid.attach(header, column + 1, 0, 1, 1)
+        for row in range(rows):
+            header = Gtk.Label(label="Fidelity" if row == 0 else f"Simplicity {row}")
+            header.set_tooltip_text("The fidelity sketch, before any simplification." if row == 0 else
+                                    f"Simplified {row} time(s): fewer strokes, same look.")
+            header.set_xalign(1.0)
+            self.grid.attach(header, 0, row + 1, 1, 1)
+            for column in range(len(layers)):
+                cell = self._make_cell(row, column)
+                self.cells[(row, column)] = cell
+                self.grid.attach(cell.button, column + 1, row + 1, 1, 1)
+        if self.selected not in self.cells:
+            self.selected = None
+        self.grid.show_all()
+
+    def _make_cell(self, row: int, column: int) -> CellView:
+        image = Gtk.Image()
+        image.set_size_request(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+        image.get_style_context().add_class("clipascene-thumbnail")
+        caption = Gtk.Label(label="")
+        caption.get_style_context().add_class("dim-label")
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=2)
+        box.pack_start(image, True, True, 0)
+        box.pack_start(caption, False, False, 0)
+        button = Gtk.ToggleButton()
+        button.add(box)
+        button.get_style_context().add_class("clipascene-cell")
+        button.connect("toggled", self._on_cell_toggled, row, column)
+        button.connect("button-press-event", self._on_cell_pressed, row, column)
+        return CellView(button, image, caption)
+
+    def _fit_window(self) -> None:
+        """Grow the window to the grid's natural size (capped by the .ui's max-content size and
+        the monitor), moving it so that it stays on screen: it was centred for its empty size."""
+        natural = self.window.get_preferred_size()[1]
+        width, height = self.window.get_size()
+        width, height = max(width, natural.width), max(height, natural.height)
+        surface = self.window.get_window()
+        if surface is not None:
+            area = self.window.get_display().get_monitor_at_window(surface).get_workarea()
+            width, height = min(width, area.width), min(height, area.height)
+            x, y = self.window.get_position()
+            self.window.move(min(max(x, area.x), area.x + area.width - width),
+                             min(max(y, area.y), area.y + area.height - height))
+        self.window.resize(width, height)
+
+    def _refresh_cells(self) -> None:
+        """Captions, thumbnails, highlight and buttons for the current part and readiness."""
+        self._quiet = True
+        for (row, column), cell in self.cells.items():
+            info = self._ready.get((row, column))
+            cell.button.set_active((row, column) == self.selected)
+            cell.caption.set_text(_caption(info, self.part, self._status))
+            thumbnail = self._thumbnails.get((row, column, self.part))
+            if thumbnail is not None:
+                cell.image.set_from_pixbuf(thumbnail)
+            else:
+                cell.image.clear()
+                if info is not None:
+                    self._request_thumbnail(row, column, self.part)
+        self._quiet = False
+        self._show_selection()
+
+    def _request_thumbnail(self, row: int, column: int, part: str) -> None:
+        if (row, column, part) not in self._requested:
+            self._requested.add((row, column, part))
+            self._requests.put((row, column, part))
+
+    def _show_progress(self, job: dict, matrix: dict) -> None:
+        progress = job.get("progress") or {}
+        done, total = int(matrix.get("cells_done", 0)), int(matrix.get("cells_total", 0))
+        fraction = 1.0 if self._status == "done" else max(
+            float(progress.get("fraction") or 0.0) if progress.get("stage") == "training" else 0.0,
+            done / total if total else 0.0)
+        self.progress.set_fraction(min(max(fraction, 0.0), 1.0))
+        stage = self._status if self._status in FINAL or self._status == "queued" else (
+            progress.get("stage") or self._status)
+        parts = [stage.capitalize(), f"{done}/{total} cells"]
+        eta = progress.get("eta_s")
+        if self._status == "running" and eta is not None:
+            parts.append(f"ETA {_duration(eta)}")
+        self.progress.set_text("Cancelling…" if self._cancelling else " · ".join(parts))
+
+    def _show_notice(self) -> None:
+        lines = [line for line in (self._outcome, self._problem, *self._job_notices) if line]
+        self.notice.set_text("\n".join(lines))
+        self.notice.set_visible(bool(lines))
+        style = self.notice.get_style_context()
+        if self._status == "failed" or self._problem:
+            style.add_class("clipascene-error")
+        else:
+            style.remove_class("clipascene-error")
+
+    def _show_selection(self) -> None:
+        info = self._ready.get(self.selected) if self.selected else None
+        self.import_button.set_sensitive(info is not None and not self._cancelling)
+        if self.selected is None or self._layout is None:
+            text = "No sketch chosen yet."
+        else:
+            row, column = self.selected
+            where = "fidelity" if row == 0 else f"simplicity {row}"
+            text = f"Layer {self._layout[1][column]}, {where}: " + (
+                _caption(info, self.part, self._status) if info else "not ready yet")
+        self.widget("selection").set_text(text)
+
+    # --- user actions ------------------------------------------------------------------------
+
+    def select(self, row: int, column: int) -> None:
+        """Choose a cell (highlighted); Import becomes sensitive once that cell is ready."""
+        if self.cells and (row, column) not in self.cells:
+            raise ValueError(f"the matrix has no cell at row {row}, column {column}.")
+        self.selected = (row, column)
+        self._refresh_cells()
+
+    def set_part(self, part: str) -> None:
+        """Show and choose `part` (combined / foreground / background) as the region switch does."""
+        if part not in PARTS:
+            raise ValueError(f"{part!r} is not one of {', '.join(PARTS)}.")
+        if part != "combined" and not self._split:
+            raise ValueError("this job was sketched as one region: it has no foreground/background.")
+        if self.part == part:
+            return
+        self.part = part
+        self._quiet = True
+        self.region_buttons[part].set_active(True)
+        self._quiet = False
+        self._refresh_cells()
+
+    def on_region_toggled(self, button):
+        if self._quiet or not button.get_active():
+            return
+        self.set_part(self.get_widget_name(button).removeprefix("region_"))
+
+    def _on_cell_toggled(self, button, row, column):
+        if not self._quiet:
+            self.select(row, column)  # a second click keeps the cell chosen rather than none
+
+    def _on_cell_pressed(self, _button, event, row, column):
+        if event.type == Gdk.EventType._2BUTTON_PRESS and (row, column) in self._ready:
+            self.select(row, column)
+            self.on_import_clicked()
+            return True
+        return False
+
+    def on_import_clicked(self, _button=None):
+        if self.selected in self._ready:
+            self._finish((*self.selected, self.part))
+
+    def on_close_clicked(self, _button=None):
+        self._finish(None)  # the job keeps running in the backend
+
+    def on_cancel_clicked(self, _button=None):
+        """Cancel the job in the backend (off the main loop), then close."""
+        self._cancelling = True
+        self.cancel_button.set_sensitive(False)
+        self.import_button.set_sensitive(False)
+        self.progress.set_text("Cancelling…")
+        threading.Thread(target=self._cancel, name="clipascene-cancel", daemon=True).start()
+
+    def on_key_press(self, _window, event):
+        if event.keyval == Gdk.KEY_Escape:
+            self._finish(None)
+            return True
+        return False
+
+    def _finish(self, result: Choice | None) -> None:
+        self.result = result
+        self.destroy()  # inkex.gui's exit() follows from the window's destroy signal
+
+    def _cancel_failed(self, message: str) -> None:
+        self._problem = f"The job could not be cancelled: {message}"
+        self._cancelling = False
+        self.cancel_button.set_sensitive(self._status not in FINAL)
+        self._show_notice()
+        self._show_selection()
+
+    # --- the worker thread (network only; results go back through _post) --------------------
+
+    def _post(self, function: Callable, *args) -> None:
+        def run_on_main():
+            if not self.dead:
+                function(*args)
+            return False
+
+        GLib.idle_add(run_on_main)
+
+    def _work(self, poll: bool) -> None:
+        # Any exception must end in the notice label: a dead worker would freeze the picker.
+        next_poll = time.monotonic()
+        while not self.dead:
+            if poll and time.monotonic() >= next_poll:
+                try:
+                    job = self.backend.job(self.job_id)
+                    matrix = self.backend.matrix(self.job_id)
+                except Exception as error:  # shown to the user, polling goes on
+                    logger.debug("status poll failed", exc_info=True)
+                    self._post(self._show_problem, str(error))
+                else:
+                    self._post(self.apply_status, job, matrix)
+                    poll = job.get("status") not in FINAL  # a final job changes no more
+                next_poll = time.monotonic() + self.poll_interval
+            try:
+                request = self._requests.get(timeout=max(next_poll - time.monotonic(), 0.0)
+                                             if poll else None)
+            except queue.Empty:
+                continue
+            if request is None:
+                return
+            row, column, part = request
+            try:
+                png = self.backend.cell_png(self.job_id, row, column, part=part, size=THUMBNAIL_SIZE)
+                pixbuf = _decode_png(png)
+            except Exception as error:  # shown to the user; the next poll retries
+                logger.debug("thumbnail %s failed", request, exc_info=True)
+                self._post(self._thumbnail_failed, request, str(error))
+            else:
+                self._post(self.apply_thumbnail, row, column, part, pixbuf)
+
+    def _cancel(self) -> None:
+        try:
+            self.backend.cancel(self.job_id)
+        except Exception as error:  # shown to the user, who may Close instead
+            self._post(self._cancel_failed, str(error))
+        else:
+            self._post(self._finish, None)
+
+    def _show_problem(self, message: str) -> None:
+        self._problem = message
+        self._show_notice()
+
+    def _thumbnail_failed(self, request: Choice, message: str) -> None:
+        self._requested.discard(request)
+        self._show_problem(f"The thumbnail of cell {request[:2]} could not be shown: {message}")
+
+
+class PickerApp(GtkApp):
+    """inkex.gui application holding one PickerWindow; options arrive as keyword arguments."""
+
+    app_name = "clipascene"
+    ui_dir = os.path.dirname(os.path.abspath(__file__))
+    windows = [PickerWindow]
+
+    def __init__(self, *args, **kwargs):
+        self.outer_main_level = Gtk.main_level()
+        super().__init__(*args, **kwargs)
+
+    def exit(self):
+        """Quit the Gtk.main() that this app runs, if it runs one.
+
+        inkex.gui compares GLib.main_depth(), which also counts event dispatch: a window closed
+        from a callback with no Gtk.main() running (scripts, tests) would make it call
+        Gtk.main_quit() anyway, and GTK prints a critical warning to stderr.
+        """
+        if Gtk.main_level() > self.outer_main_level:
+            Gtk.main_quit()
+        return 0
+
+
+def pick_cell(backend: PickerBackend, job_id: str, title: str = "CLIPascene",
+              initial: Choice | None = None) -> Choice | None:
+    """Show the picker for `job_id` until it closes -> the chosen (row, column, part), or None.
+
+    None means Close (the job keeps running) or Cancel job. Raises RuntimeError when there is
+    no display to show the window on.
+    """
+    if not Gtk.init_check()[0]:
+        raise RuntimeError("The CLIPascene picker cannot open a window: no display was found. "
+                           "Run it from Inkscape's desktop session.")
+    window = PickerWindow.open(backend, job_id, title, initial)
+    window.gapp.run()
+    return window.result
+
+
+def process_events(until: Callable[[], bool] | None = None, timeout: float = 2.0) -> bool:
+    """Run pending GTK events; with `until`, keep running them (up to `timeout` s) until it is true.
+
+    For tests and scripts that drive a picker without `Gtk.main()`. Returns whether `until`
+    became true (always True without one).
+    """
+    context = GLib.MainContext.default()
+    deadline = time.monotonic() + timeout
+    while True:
+        while context.pending():
+            context.iteration(False)
+        if until is None or until():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _add_style(screen: Gdk.Screen) -> None:
+    """Install the picker's CSS (the selection highlight) once per screen."""
+    if screen not in _STYLED_SCREENS:
+        provider = Gtk.CssProvider()
+        provider.load_from_data(CSS)
+        Gtk.StyleContext.add_provider_for_screen(screen, provider, Gtk.STYLE_PROVIDER_PRIORITY_APPLICATION)
+        _STYLED_SCREENS[screen] = provider
+
+
+def _decode_png(data: bytes) -> GdkPixbuf.Pixbuf:
+    """PNG bytes -> pixbuf whose longer side is at most THUMBNAIL_SIZE px."""
+    loader = GdkPixbuf.PixbufLoader.new_with_type("png")
+    loader.write(data)
+    loader.close()
+    pixbuf = loader.get_pixbuf()
+    scale = THUMBNAIL_SIZE / max(pixbuf.get_width(), pixbuf.get_height())
+    if scale < 1:
+        pixbuf = pixbuf.scale_simple(max(1, round(pixbuf.get_width() * scale)),
+                                     max(1, round(pixbuf.get_height() * scale)),
+                                     GdkPixbuf.InterpType.BILINEAR)
+    return pixbuf
+
+
+def _caption(info: dict | None, part: str, status: str) -> str:
+    """A cell's caption: its stroke count in `part` once ready, else why it is empty."""
+    if info is None:
+        return {"queued": "waiting", "running": "sketching…"}.get(status, "not sketched")
+    strokes = info.get("strokes") or {}
+    count = sum(strokes.values()) if part == "combined" else strokes.get(part)
+    return "ready" if count is None else f"{count} strokes"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,620 @@
+"""The matrix picker (inkscape_ext/clipascene_ext/picker.py) on a private Xvfb with a fake backend.
+
+No network: the fake answers like backend/app.py (GET /v1/jobs/{id}, /matrix, cell PNGs) and its
+matrix fills in as it is polled. One test runs a smoke test under Debian's /usr/bin/python3 with
+Inkscape 1.2's bundled inkex, the interpreter and inkex Inkscape itself uses.
+Set CLIPASCENE_SAVE_SCREENSHOTS=1 to write docs/images/picker.png.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXTENSION_DIR = REPO / "inkscape_ext"
+SCREENSHOT = REPO / "docs" / "images" / "picker.png"
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+SYSTEM_EXTENSIONS = Path("/usr/share/inkscape/extensions")
+JOB_ID = "0123456789abcdef"
+LAYERS = [4, 8]
+ROWS = 3
+FALLBACK_NOTICE = ("No saliency weights (U²-Net) were found: the foreground mask came from OpenCV's "
+                   "classical saliency instead. Run `python3 install.py` to get them.")
+
+
+# --- a display and GTK ----------------------------------------------------------------------------
+
+def _start_xvfb() -> tuple[subprocess.Popen, str] | None:
+    """Start Xvfb on a display number it chooses itself (-displayfd) -> (process, ":N")."""
+    if shutil.which("Xvfb") is None:
+        return None
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    # Read up to the newline before closing: Xvfb may write the number and the newline apart,
+    # and a write into a closed pipe is fatal to it.
+    answer = b""
+    deadline = time.monotonic() + 15
+    while not answer.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([read_end], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(read_end, 16) if ready else b""
+        if not chunk:
+            break
+        answer += chunk
+    os.close(read_end)
+    number = answer.decode().strip() if answer.endswith(b"\n") else ""
+    if not number:
+        process.kill()
+        process.wait()
+        return None
+    return process, f":{number}"
+
+
+@pytest.fixture(scope="session")
+def display():
+    """A private X display. Session-scoped: GTK keeps its connection to the display for the
+    life of the process, and a vanished X server makes GDK exit the whole test run."""
+    started = _start_xvfb()
+    if started is None:
+        if not os.environ.get("DISPLAY"):
+            pytest.skip("Xvfb could not be started (install the `xvfb` package) and there is no DISPLAY")
+        yield os.environ["DISPLAY"]
+        return
+    process, name = started
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = name
+    try:
+        yield name
+    finally:
+        if previous is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = previous
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def picker(display):
+    """The picker module, imported the way Inkscape imports it (inkscape_ext on sys.path)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import gi
+
+            gi.require_version("Gtk", "3.0")
+            from gi.repository import Gtk
+        except (ImportError, ValueError) as error:
+            pytest.skip(f"GTK 3 through PyGObject is not available: {error}")
+    if not Gtk.init_check()[0]:
+        pytest.skip(f"GTK cannot open the display {display}")
+    if str(EXTENSION_DIR) not in sys.path:
+        sys.path.insert(0, str(EXTENSION_DIR))
+    from clipascene_ext import picker as module
+
+    return module
+
+
+@pytest.fixture
+def open_picker(picker):
+    """Open pickers like PickerWindow.open; any still open at the end of the test is closed."""
+    windows = []
+
+    def open_window(backend, **options):
+        options.setdefault("poll_interval", 0.03)
+        window = picker.PickerWindow.open(backend, JOB_ID, options.pop("title", "CLIPascene — test.jpg"),
+                                          **options)
+        windows.append(window)
+        return window
+
+    yield open_window
+    for window in windows:
+        if not window.dead:
+            window.close_button.clicked()
+    picker.process_events()
+
+
+# --- a fake backend ---------------------------------------------------------------------------------
+
+def _png(width: int, height: int, rgb: bytes) -> bytes:
+    """An 8-bit RGB PNG from raw rows, with the standard library only."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    stride = width * 3
+    raw = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def _stroke_counts(row: int, column: int) -> dict[str, int]:
+    """Fewer strokes further down (simplicity) — like a real matrix, roughly."""
+    return {"background": [12, 7, 3][row] + column, "foreground": [9, 5, 3][row] + column}
+
+
+def sketch_png(row: int, column: int, part: str, width: int = 160, height: int = 120) -> bytes:
+    """A thumbnail that looks like a line sketch: curved dark strokes on white paper."""
+    canvas = bytearray(b"\xff" * (width * height * 3))
+    for region in (("foreground", "background") if part == "combined" else (part,)):
+        rng = random.Random(f"{row}/{column}/{region}")
+        box = (0.35, 0.2, 0.65, 0.8) if region == "foreground" else (0.0, 0.0, 1.0, 1.0)
+        for _ in range(_stroke_counts(row, column)[region]):
+            points = [(rng.uniform(box[0], box[2]) * (width - 3), rng.uniform(box[1], box[3]) * (height - 3))
+                      for _ in range(3)]
+            for step in range(60):
+                t = step / 59
+                x = (1 - t) ** 2 * points[0][0] + 2 * t * (1 - t) * points[1][0] + t * t * points[2][0]
+                y = (1 - t) ** 2 * points[0][1] + 2 * t * (1 - t) * points[1][1] + t * t * points[2][1]
+                for dx in (0, 1):
+                    for dy in (0, 1):
+                        offset = ((int(y) + dy) * width + int(x) + dx) * 3
+                        canvas[offset:offset + 3] = b"\x20\x20\x28"
+    return _png(width, height, bytes(canvas))
+
+
+class FakeBackend:
+    """The picker-facing methods of client.Backend, answering like backend/app.py.
+
+    With `cells_per_poll`, each job() call finishes that many more cells (queued first, then
+    running, then done or, with `fail_after`, failed once that many cells exist).
+    """
+
+    def __init__(self, split: bool = True, cells_per_poll: int = 0, fail_after: int | None = None):
+        self.split = split
+        self.cells_per_poll = cells_per_poll
+        self.fail_after = fail_after
+        self.ready = 0
+        self.status = "queued"
+        self.polls = 0
+        self.png_requests: list[tuple[int, int, str]] = []
+        self.cancelled: list[str] = []
+        self.notices: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        return ROWS * len(LAYERS)
+
+    def finish(self, ready: int, status: str) -> None:
+        with self._lock:
+            self.ready, self.status = ready, status
+
+    def job(self, job_id: str) -> dict:
+        with self._lock:
+            self.polls += 1
+            if self.cells_per_poll and self.status in ("queued", "running") and self.polls > 1:
+                self.ready = min(self.total, self.ready + self.cells_per_poll)
+                self.status = "running"
+                if self.fail_after is not None and self.ready >= self.fail_after:
+                    self.status = "failed"
+                elif self.ready == self.total:
+                    self.status = "done"
+            return self.job_record(job_id)
+
+    def job_record(self, job_id: str = JOB_ID) -> dict:
+        fraction = 1.0 if self.status == "done" else self.ready / self.total
+        stage = {"queued": None, "running": "training", "done": "done"}.get(self.status, "training")
+        return {
+            "id": job_id, "status": self.status, "created": 0.0, "started": None, "finished": None,
+            "progress": {"stage": stage, "fraction": fraction, "steps_done": None, "steps_total": None,
+                         "eta_s": 5.0 * (self.total - self.ready), "cells_done": self.ready,
+                         "cells_total": self.total},
+            "error": ("internal error: RuntimeError: CUDA out of memory" if self.status == "failed"
+                      else None),
+            "notices": list(self.notices), "params": {"preset": "preview"},
+            "image": {"name": "test.jpg", "width": 640, "height": 480}, "device": "cpu",
+        }
+
+    def matrix(self, job_id: str) -> dict:
+        with self._lock:
+            return self.manifest(job_id)
+
+    def manifest(self, job_id: str = JOB_ID) -> dict:
+        cells = []
+        for row in range(ROWS):
+            for column, layer in enumerate(LAYERS):
+                ready = row * len(LAYERS) + column < self.ready
+                counts = _stroke_counts(row, column)
+                strokes = counts if self.split else {"scene": sum(counts.values())}
+                cells.append({"row": row, "column": column, "layer": layer, "ready": ready,
+                              "strokes": strokes if ready else None, "urls": None})
+        return {"id": job_id, "status": self.status, "rows": ROWS, "layers": LAYERS,
+                "regions": ["background", "foreground"] if self.split else ["scene"],
+                "split": self.split, "cells_done": self.ready, "cells_total": self.total, "cells": cells}
+
+    def cell_png(self, job_id: str, row: int, column: int, part: str = "combined", size: int = 160) -> bytes:
+        with self._lock:
+            self.png_requests.append((row, column, part))
+        return sketch_png(row, column, part)
+
+    def cancel(self, job_id: str) -> dict:
+        with self._lock:
+            self.cancelled.append(job_id)
+            self.status = "cancelled"
+            return self.job_record(job_id)
+
+
+def _show(window, fake: FakeBackend, ready: int, status: str) -> None:
+    fake.finish(ready, status)
+    window.apply_status(fake.job_record(), fake.manifest())
+
+
+def _thumbnails(window) -> set[tuple[int, int]]:
+    return {position for position, cell in window.cells.items() if cell.has_thumbnail}
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+def test_grid_has_fidelity_columns_and_simplicity_rows(picker, open_picker):
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 0, "queued")
+    grid = window.grid
+    assert [grid.get_child_at(column + 1, 0).get_text() for column in range(2)] == ["Layer 4", "Layer 8"]
+    assert [grid.get_child_at(0, row + 1).get_text() for row in range(3)] == [
+        "Fidelity", "Simplicity 1", "Simplicity 2"]
+    assert sorted(window.cells) == [(row, column) for row in range(3) for column in range(2)]
+    assert window.progress.get_fraction() == 0.0
+    assert window.progress.get_text() == "Queued · 0/6 cells"
+    assert window.cells[(0, 0)].caption.get_text() == "waiting"
+
+    _show(window, fake, 3, "running")
+    assert window.progress.get_fraction() == pytest.approx(0.5)
+    assert window.progress.get_text() == "Training · 3/6 cells · ETA 15 s"
+    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"
+    assert window.cells[(2, 1)].caption.get_text() == "sketching…"
+
+
+def test_thumbnails_are_fetched_once_for_ready_cells(picker, open_picker):
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 2, "running")
+    assert picker.process_events(lambda: _thumbnails(window) == {(0, 0), (0, 1)}, timeout=5)
+    assert window.cells[(0, 0)].image.get_pixbuf().get_width() == 160
+
+    _show(window, fake, 2, "running")  # the same state again: nothing to fetch
+    _show(window, fake, 4, "running")
+    assert picker.process_events(lambda: len(_thumbnails(window)) == 4, timeout=5)
+    assert sorted(fake.png_requests) == [(0, 0, "combined"), (0, 1, "combined"),
+                                         (1, 0, "combined"), (1, 1, "combined")]
+
+
+def test_matrix_fills_in_live_and_polling_stops_when_done(picker, open_picker):
+    fake = FakeBackend(cells_per_poll=1)
+    window = open_picker(fake)
+    seen = []  # (progress text, fraction, thumbnails shown) at each progress update
+    window.progress.connect("notify::text", lambda bar, _spec: seen.append(
+        (bar.get_text(), bar.get_fraction(), len(_thumbnails(window)))))
+    assert picker.process_events(
+        lambda: window.progress.get_text().startswith("Done") and len(_thumbnails(window)) == 6, timeout=10)
+    texts = [text for text, _, _ in seen]
+    assert "Training · 3/6 cells · ETA 15 s" in texts
+    assert texts[-1] == "Done · 6/6 cells"
+    fractions = [fraction for _, fraction, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert 0 < max(count for text, _, count in seen if text.startswith("Training · 4/6")) < 6
+
+    polls = fake.polls
+    picker.process_events(lambda: False, timeout=0.3)
+    assert fake.polls == polls, "a finished job is polled no more"
+    assert len(fake.png_requests) == 6, "every thumbnail is fetched once"
+
+
+def test_import_needs_a_chosen_ready_cell(picker, open_picker):
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 2, "running")
+    assert not window.import_button.get_sensitive()
+    window.select(2, 1)  # not sketched yet
+    assert window.cells[(2, 1)].button.get_active()
+    assert not window.import_button.get_sensitive()
+
+    window.cells[(0, 1)].button.clicked()
+    assert window.selected == (0, 1)
+    assert [position for position, cell in window.cells.items() if cell.button.get_active()] == [(0, 1)]
+    assert window.import_button.get_sensitive()
+    window.cells[(0, 1)].button.clicked()  # a second click keeps the choice
+    assert window.selected == (0, 1) and window.cells[(0, 1)].button.get_active()
+
+    window.import_button.clicked()
+    assert window.dead
+    assert window.result == (0, 1, "combined")
+    assert fake.cancelled == []
+
+
+def test_a_cell_becoming_ready_enables_import_of_the_preselected_cell(picker, open_picker):
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False, initial=(1, 0, "combined"))
+    _show(window, fake, 1, "running")
+    assert window.selected == (1, 0) and window.cells[(1, 0)].button.get_active()
+    assert not window.import_button.get_sensitive()
+    _show(window, fake, 3, "running")
+    assert window.import_button.get_sensitive()
+
+
+def test_region_switch_changes_the_part(picker, open_picker):
+    fake = FakeBackend(split=True)
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 6, "done")
+    assert window.region_buttons["foreground"].get_sensitive()
+    assert picker.process_events(lambda: len(_thumbnails(window)) == 6, timeout=5)
+    combined = window.cells[(1, 1)].image.get_pixbuf()
+
+    window.region_buttons["foreground"].clicked()
+    assert window.part == "foreground"
+    assert window.cells[(1, 1)].caption.get_text() == "6 strokes"
+    assert picker.process_events(
+        lambda: all(window.cells[position].image.get_pixbuf() is not None
+                    and window.cells[position].image.get_pixbuf() is not combined
+                    for position in [(1, 1)]) and len(_thumbnails(window)) == 6, timeout=5)
+    assert {request for request in fake.png_requests if request[2] == "foreground"} == {
+        (row, column, "foreground") for row in range(3) for column in range(2)}
+
+    window.region_buttons["combined"].clicked()  # cached: shown at once, not fetched again
+    assert window.cells[(1, 1)].image.get_pixbuf() is combined
+    assert len(fake.png_requests) == 12
+
+    window.set_part("background")
+    window.select(1, 1)
+    window.import_button.clicked()
+    assert window.result == (1, 1, "background")
+
+
+def test_region_switch_without_split(picker, open_picker):
+    fake = FakeBackend(split=False)
+    window = open_picker(fake, poll=False, initial=(0, 0, "foreground"))
+    _show(window, fake, 6, "done")
+    assert window.part == "combined", "a job without split has only the combined part"
+    assert window.region_buttons["combined"].get_active()
+    assert not window.region_buttons["foreground"].get_sensitive()
+    assert not window.region_buttons["background"].get_sensitive()
+    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"
+    with pytest.raises(ValueError, match="one region"):
+        window.set_part("background")
+
+
+def test_cancel_job_cancels_in_the_backend(picker, open_picker):
+    fake = FakeBackend(cells_per_poll=1)
+    window = open_picker(fake, poll_interval=0.2)
+    assert picker.process_events(lambda: window.cells, timeout=5)
+    window.cancel_button.clicked()
+    assert picker.process_events(lambda: window.dead, timeout=5)
+    assert fake.cancelled == [JOB_ID]
+    assert window.result is None
+
+
+def test_a_failed_cancel_is_announced_and_the_picker_stays(picker, open_picker):
+    class Refusing(FakeBackend):
+        def cancel(self, job_id):
+            raise ConnectionError("cannot reach the CLIPascene backend at http://127.0.0.1:8765")
+
+    fake = Refusing()
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 2, "running")
+    window.cancel_button.clicked()
+    assert picker.process_events(lambda: "could not be cancelled" in window.notice.get_text(), timeout=5)
+    assert not window.dead and window.result is None
+    assert window.cancel_button.get_sensitive()
+
+
+def test_close_keeps_the_job_running(picker, open_picker):
+    fake = FakeBackend(cells_per_poll=1)
+    window = open_picker(fake, poll_interval=0.2)
+    assert picker.process_events(lambda: window.cells, timeout=5)
+    window.select(0, 0)
+    window.close_button.clicked()
+    assert window.dead
+    assert window.result is None
+    assert fake.cancelled == []
+
+
+def test_failed_job_shows_its_error(picker, open_picker):
+    fake = FakeBackend(cells_per_poll=1, fail_after=2)
+    fake.notices.append(FALLBACK_NOTICE)
+    window = open_picker(fake)
+    assert picker.process_events(lambda: window.progress.get_text().startswith("Failed"), timeout=10)
+    assert window.progress.get_text() == "Failed · 2/6 cells"
+    notice = window.notice.get_text()
+    assert window.notice.get_visible()
+    assert "The sketch failed: internal error: RuntimeError: CUDA out of memory" in notice
+    assert FALLBACK_NOTICE in notice
+    assert window.cells[(2, 0)].caption.get_text() == "not sketched"
+    assert not window.cancel_button.get_sensitive(), "a failed job cannot be cancelled"
+    polls = fake.polls
+    picker.process_events(lambda: False, timeout=0.2)
+    assert fake.polls == polls
+
+
+def test_unreachable_backend_is_announced(picker, open_picker):
+    class Unreachable(FakeBackend):
+        def job(self, job_id):
+            raise ConnectionError("cannot reach the CLIPascene backend at http://127.0.0.1:8765")
+
+    window = open_picker(Unreachable())
+    assert picker.process_events(lambda: "cannot reach" in window.notice.get_text(), timeout=5)
+    assert window.notice.get_visible()
+
+
+def test_pick_cell_runs_its_own_main_loop(picker, monkeypatch):
+    from inkex.gui.tester import MainLoopProtection
+
+    fake = FakeBackend(cells_per_poll=2)
+    opened = []
+    original_open = picker.PickerWindow.open
+
+    def open_and_keep(*args, **kwargs):
+        opened.append(original_open(*args, poll_interval=0.03, **kwargs))
+        return opened[-1]
+
+    def choose():
+        window = opened[0] if opened else None
+        if window is None or (1, 1) not in window._ready:
+            return True  # ask again
+        window.cells[(1, 1)].button.clicked()
+        window.import_button.clicked()
+        return False
+
+    monkeypatch.setattr(picker.PickerWindow, "open", staticmethod(open_and_keep))
+    interrupt_handler = signal.getsignal(signal.SIGINT)  # GtkApp.run() replaces it
+    picker.GLib.timeout_add(20, choose)
+    try:
+        with MainLoopProtection(timeout=10):
+            choice = picker.pick_cell(fake, JOB_ID, initial=(0, 0, "combined"))
+    finally:
+        signal.signal(signal.SIGINT, interrupt_handler)
+    assert choice == (1, 1, "combined")
+    assert opened[0].dead
+
+
+def test_finished_matrix_screenshot(picker, open_picker):
+    from gi.repository import Gdk
+
+    fake = FakeBackend(split=True)
+    fake.notices.append(FALLBACK_NOTICE)
+    window = open_picker(fake, poll=False, title="CLIPascene — harbour.jpg")
+    _show(window, fake, 6, "done")
+    window.select(1, 1)
+    assert picker.process_events(lambda: len(_thumbnails(window)) == 6, timeout=5)
+    started = time.monotonic()
+    picker.process_events(lambda: time.monotonic() - started > 0.4, timeout=1)  # let it draw
+
+    scrolled = window.widget("matrix_scroller").get_vadjustment()
+    assert scrolled.get_upper() <= scrolled.get_page_size() + 1, "the window grew to show the whole matrix"
+    assert not window.cancel_button.get_sensitive(), "a finished job cannot be cancelled"
+
+    surface = window.window.get_window()
+    shot = Gdk.pixbuf_get_from_window(surface, 0, 0, surface.get_width(), surface.get_height())
+    assert shot is not None and shot.get_width() >= 400 and shot.get_height() >= 500
+    pixels = shot.get_pixels()
+    channels, stride = shot.get_n_channels(), shot.get_rowstride()
+    colours = {pixels[y * stride + x * channels:y * stride + x * channels + 3]
+               for y in range(0, shot.get_height(), 3) for x in range(0, shot.get_width(), 3)}
+    assert len(colours) > 20, "the screenshot is blank"
+    assert b"\x20\x20\x28" in colours, "the sketch thumbnails are not on screen"
+    bottom_right = (shot.get_height() - 2) * stride + (shot.get_width() - 2) * channels
+    assert pixels[bottom_right:bottom_right + 3] != b"\x00\x00\x00", "the window reaches off screen"
+    if os.environ.get("CLIPASCENE_SAVE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shot.savev(str(SCREENSHOT), "png", [], [])
+
+
+# --- Debian's python3 and Inkscape 1.2's inkex -------------------------------------------------------
+
+SMOKE_TEST = '''
+"""Smoke test of the picker under the interpreter and inkex that Inkscape runs extensions with."""
+import struct
+import sys
+import unittest
+import zlib
+
+import os
+
+import inkex
+from clipascene_ext import picker
+from inkex.gui.tester import MainLoopProtection
+
+
+def grey_png(width, height, level):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\\x00" + bytes([level]) * (width * 3) for _ in range(height))
+    return (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class Backend:
+    def job(self, job_id):
+        return {"status": "done", "progress": {"stage": "done", "fraction": 1.0}, "notices": [],
+                "error": None}
+
+    def matrix(self, job_id):
+        cells = [{"row": row, "column": column, "layer": 4 + 4 * column, "ready": True,
+                  "strokes": {"scene": 10}} for row in range(2) for column in range(2)]
+        return {"rows": 2, "layers": [4, 8], "split": False, "cells_done": 4, "cells_total": 4,
+                "cells": cells}
+
+    def cell_png(self, job_id, row, column, part="combined", size=160):
+        return grey_png(160, 100, 60 * row + 30 * column)
+
+    def cancel(self, job_id):
+        raise AssertionError("Import must not cancel the job")
+
+
+class PickerSmoke(unittest.TestCase):
+    def test_pick_a_cell(self):
+        self.assertTrue(inkex.__file__.startswith(os.environ["EXPECTED_INKEX"]), inkex.__file__)
+        window = picker.PickerWindow.open(Backend(), "0123456789abcdef", "smoke", poll_interval=0.05)
+        self.assertTrue(picker.process_events(
+            lambda: window.cells and all(cell.has_thumbnail for cell in window.cells.values()), 10))
+        self.assertEqual(window.progress.get_text(), "Done · 4/4 cells")
+        window.cells[(1, 0)].button.clicked()
+        window.import_button.clicked()
+        self.assertEqual(window.result, (1, 0, "combined"))
+        self.assertTrue(window.dead)
+
+    def test_main_loop_ends_on_import(self):
+        window = picker.PickerWindow.open(Backend(), "0123456789abcdef", "smoke", poll_interval=0.05)
+
+        def choose():
+            if window.cells:
+                window.select(0, 1)
+            if not window.import_button.get_sensitive():
+                return True  # not ready yet: ask again
+            window.import_button.clicked()
+            return False
+
+        picker.GLib.timeout_add(20, choose)
+        with MainLoopProtection(timeout=10):
+            window.gapp.run()
+        self.assertEqual(window.result, (0, 1, "combined"))
+
+
+if __name__ == "__main__":
+    unittest.main(testRunner=unittest.TextTestRunner(stream=sys.stdout, verbosity=2))
+'''
+
+
+@pytest.mark.usefixtures("picker")  # skips when GTK cannot use the display
+def test_picker_under_system_python_and_inkex_1_2(display, tmp_path):
+    if not (SYSTEM_EXTENSIONS / "inkex").is_dir():
+        pytest.skip(f"Inkscape's bundled inkex is not installed ({SYSTEM_EXTENSIONS / 'inkex'} is missing)")
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip(f"{SYSTEM_PYTHON} (the interpreter Inkscape runs extensions with) is missing")
+    environment = dict(os.environ, DISPLAY=display,
+                       PYTHONPATH=os.pathsep.join([str(SYSTEM_EXTENSIONS), str(EXTENSION_DIR)]))
+    has_gi = subprocess.run([str(SYSTEM_PYTHON), "-c", "import gi"], env=environment,
+                            capture_output=True, timeout=30).returncode == 0
+    if not has_gi:
+        pytest.skip(f"{SYSTEM_PYTHON} has no PyGObject (apt-get install python3-gi gir1.2-gtk-3.0)")
+    environment["EXPECTED_INKEX"] = str(SYSTEM_EXTENSIONS / "inkex")
+    script = tmp_path / "test_picker_smoke.py"
+    script.write_text(SMOKE_TEST, encoding="utf-8")
+    has_pytest = subprocess.run([str(SYSTEM_PYTHON), "-c", "import pytest"], env=environment,
+                                capture_output=True, timeout=30).returncode == 0
+    runner = ["-m", "pytest", "-q", "-p", "no:cacheprovider", script.name] if has_pytest else [script.name]
+    # ImportWarnings switched on: any of them on stderr would become a modal dialog in Inkscape.
+    result = subprocess.run([str(SYSTEM_PYTHON), "-W", "always::ImportWarning", *runner],
+                            env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_pick_a_cell" in result.stdout or has_pytest, result.stdout
+    passed = "2 passed" in result.stdout if has_pytest else result.stdout.rstrip().endswith("OK")
+    assert passed, result.stdout
+    assert result.stderr == "", "Inkscape would show this stderr output as an error dialog"
