@@ -233,6 +233,8 @@ def create_app(settings: Settings) -> FastAPI:
             decoded = json.loads(params or "{}")
         except json.JSONDecodeError as error:
             raise HTTPException(400, f"params is not valid JSON ({error.msg}).") from None
+        except RecursionError:  # json.loads of e.g. "[[[[…" nested thousands deep
+            raise HTTPException(400, "params is nested too deeply; send a flat JSON object.") from None
         if not isinstance(decoded, dict):
             raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
         try:

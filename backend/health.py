@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipascene_core.models import clip_weights_present
 from clipascene_core.paths import models_dir
 from clipascene_core.registry import WEIGHTS
 
 from .worker import ModelSettings
-
-#: Folder name the Hugging Face cache gives OpenAI's ViT-B/32 as open_clip fetches it.
-CLIP_CACHE_NAME = "models--timm--vit_base_patch32_clip_224.openai"
-
-
-def clip_weights_present(folder: Path) -> bool:
-    snapshots = folder / CLIP_CACHE_NAME / "snapshots"
-    return snapshots.is_dir() and any(path.is_file() for path in snapshots.rglob("*"))
 
 
 def weights_report(models: ModelSettings) -> dict[str, str]:

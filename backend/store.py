@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS cells (
 
 def valid_job_id(job_id: str) -> bool:
     """Job ids are 16 lowercase hex digits: nothing else can reach the file system."""
-    return bool(_JOB_ID.match(job_id))
+    return bool(_JOB_ID.fullmatch(job_id))
 
 
 @dataclass

@@ -18,11 +18,9 @@ import io
 import math
 import os
 import re
-import struct
 import sys
 import tempfile
 import unittest
-import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -38,22 +36,13 @@ from clipascene_ext.importer import (  # noqa: E402
 )
 from clipascene_ext.placement import pixel_to_document, visible_pixel_rect  # noqa: E402
 from clipascene_ext.source import selected_image  # noqa: E402
+from ext_testing import png_bytes  # noqa: E402
 from lxml import etree  # noqa: E402
 
 SVG_NS = "http://www.w3.org/2000/svg"
 PATH_TAG = f"{{{SVG_NS}}}path"
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 TOLERANCE = 0.005  # of the displayed bitmap's size
-
-
-def png_bytes(width: int, height: int) -> bytes:
-    """A real, decodable grey RGB PNG."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    rows = b"".join(b"\x00" + b"\x80\x80\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def frame_cell(width: int, height: int, regions=("background", "foreground"),

@@ -13,28 +13,18 @@ import struct
 import sys
 import tempfile
 import unittest
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
 from clipascene_ext.source import pixel_size, selected_image, sniff_format  # noqa: E402
+from ext_testing import png_bytes  # noqa: E402
 
 try:
     from PIL import Image as PILImage
 except ImportError:  # Inkscape's Python: header tests below still run on hand-made headers
     PILImage = None
-
-
-def png_bytes(width: int, height: int) -> bytes:
-    """A real, decodable grey RGB PNG of width x height pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    rows = b"".join(b"\x00" + b"\x80\x80\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def jpeg_header(width: int, height: int, sof: int = 0xC0) -> bytes:

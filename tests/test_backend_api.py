@@ -1,0 +1,402 @@
+"""The backend's HTTP API in-process (FastAPI's TestClient; the lifespan starts the workers)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from lxml import etree
+from PIL import Image
+
+from backend.app import Settings, create_app
+from backend.store import valid_job_id
+from backend.worker import ModelSettings
+from clipascene_core.registry import WEIGHTS
+from tests.backend_helpers import TINY, png_bytes, submit, wait_for_status
+from tests.conftest import draw_scene
+
+SVG = "{http://www.w3.org/2000/svg}"
+#: Two fidelity columns, one simplicity row, foreground/background split: a 2x2 matrix.
+SPLIT_JOB = {"preset": "paper", "layers": [2, 8], "rows": 1, "strokes": 4, "iterations": 2,
+             "row_steps": 2, "split": True}
+
+
+def make_app(data_dir, **settings):
+    models = ModelSettings("tiny-test", "random", data_dir / "models")
+    return create_app(Settings(data_dir=data_dir, devices=["cpu"], models=models, **settings))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A client of an app whose worker runs jobs; shared by the tests of finished jobs."""
+    data_dir = tmp_path_factory.mktemp("service")
+    with TestClient(make_app(data_dir)) as client:
+        client.data_dir = data_dir
+        yield client
+
+
+@pytest.fixture(scope="module")
+def split_job(service):
+    response = submit(service, SPLIT_JOB)
+    assert response.status_code == 202, response.text
+    return wait_for_status(service, response.json()["id"], timeout=180)
+
+
+@pytest.fixture(scope="module")
+def plain_job(service):
+    response = submit(service, TINY)
+    assert response.status_code == 202, response.text
+    return wait_for_status(service, response.json()["id"], timeout=120)
+
+
+@pytest.fixture
+def idle(tmp_path):
+    """A client of an app without workers: submitted jobs stay queued."""
+    with TestClient(make_app(tmp_path / "idle", start_workers=False)) as client:
+        client.data_dir = tmp_path / "idle"
+        yield client
+
+
+# --- health --------------------------------------------------------------------------------
+
+def test_health_names_the_missing_weights_and_what_to_run(service):
+    health = service.get("/v1/health").json()
+    assert health["service"] == "clipascene-backend"
+    assert health["devices"] == ["cpu"]
+    assert health["clip_model"] == "tiny-test"
+    assert health["weights"] == {"clip": "not needed", "u2net": "missing", "big-lama": "missing"}
+    assert health["missing"] == ["u2net", "big-lama"]
+    assert "install.py" in health["how_to_get_missing"]
+    assert isinstance(health["queue_depth"], int)
+
+
+def test_health_reports_weights_present_when_their_files_exist(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for entry in WEIGHTS.values():
+        entry.path(models).write_bytes(b"stand-in")
+    app = create_app(Settings(data_dir=tmp_path, devices=["cpu"], start_workers=False,
+                              models=ModelSettings("tiny-test", "random", models)))
+    with TestClient(app) as client:
+        health = client.get("/v1/health").json()
+    assert health["weights"] == {"clip": "not needed", "u2net": "present", "big-lama": "present"}
+    assert health["missing"] == []
+    assert health["how_to_get_missing"] is None
+
+
+def test_health_counts_queued_jobs(idle):
+    assert idle.get("/v1/health").json()["queue_depth"] == 0
+    submit(idle, TINY)
+    submit(idle, {**TINY, "seed": 1})
+    assert idle.get("/v1/health").json()["queue_depth"] == 2
+
+
+# --- a job from submission to its files ---------------------------------------------------
+
+def test_submitted_job_runs_to_done_with_full_progress(split_job):
+    assert split_job["status"] == "done", split_job
+    assert split_job["error"] is None
+    assert split_job["device"] == "cpu"
+    assert split_job["created"] <= split_job["started"] <= split_job["finished"]
+    progress = split_job["progress"]
+    assert progress["cells_done"] == progress["cells_total"] == 4
+    assert progress["fraction"] == 1.0
+    assert split_job["image"] == {"name": "scene.png", "width": 160, "height": 96}
+    assert split_job["params"]["layers"] == [2, 8]
+    assert any("random weights" in notice for notice in split_job["notices"])
+
+
+def test_matrix_lists_every_cell_ready_with_urls(service, split_job):
+    matrix = service.get(f"/v1/jobs/{split_job['id']}/matrix").json()
+    assert matrix["status"] == "done"
+    assert (matrix["rows"], matrix["layers"], matrix["split"]) == (2, [2, 8], True)
+    assert matrix["cells_done"] == matrix["cells_total"] == 4
+    assert sorted(matrix["regions"]) == ["background", "foreground"]
+    assert [(cell["row"], cell["column"], cell["layer"]) for cell in matrix["cells"]] == [
+        (0, 0, 2), (0, 1, 8), (1, 0, 2), (1, 1, 8)]
+    for cell in matrix["cells"]:
+        assert cell["ready"] is True
+        base = f"/v1/jobs/{split_job['id']}/cells/{cell['row']}/{cell['column']}"
+        assert cell["urls"] == {"combined": f"{base}.svg", "png": f"{base}.png",
+                                "foreground": f"{base}.svg?part=foreground",
+                                "background": f"{base}.svg?part=background"}
+        assert set(cell["strokes"]) == {"background", "foreground"}
+        for url in cell["urls"].values():
+            assert service.get(url).status_code == 200, url
+
+
+def _paths_by_group(svg: bytes) -> dict[str, int]:
+    root = etree.fromstring(svg)
+    return {group.get("id"): len(group.findall(f"{SVG}path")) for group in root.iter(f"{SVG}g")}
+
+
+def test_cell_svg_parts_hold_their_regions_in_the_image_frame(service, split_job):
+    matrix = service.get(f"/v1/jobs/{split_job['id']}/matrix").json()
+    cell = matrix["cells"][1]
+    base = f"/v1/jobs/{split_job['id']}/cells/0/1.svg"
+    combined = service.get(base)
+    assert combined.status_code == 200
+    assert combined.headers["content-type"] == "image/svg+xml"
+    root = etree.fromstring(combined.content)
+    assert root.get("viewBox") == "0 0 160 96"
+    assert [group.get("id") for group in root.iter(f"{SVG}g")] == ["background", "foreground"]
+    assert _paths_by_group(combined.content) == cell["strokes"]
+    for part in ("foreground", "background"):
+        response = service.get(base, params={"part": part})
+        assert response.status_code == 200
+        assert _paths_by_group(response.content) == {part: cell["strokes"][part]}
+    assert service.get(base, params={"part": "combined"}).content == combined.content
+
+
+def test_cell_png_is_a_thumbnail_no_larger_than_the_requested_size(service, split_job):
+    url = f"/v1/jobs/{split_job['id']}/cells/1/0.png"
+    # Thumbnails are never enlarged beyond the input's 160x96 pixels.
+    for query, longest in (({}, 160), ({"size": 64}, 64), ({"size": 100, "part": "foreground"}, 100),
+                           ({"size": 2048, "part": "background"}, 160)):
+        response = service.get(url, params=query)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/png"
+        image = Image.open(io.BytesIO(response.content))
+        assert max(image.size) == longest
+        assert image.size[0] > image.size[1]  # the 160x96 input's aspect
+
+
+def test_grid_png_and_manifest_are_served_when_the_matrix_is_done(service, split_job):
+    grid = service.get(f"/v1/jobs/{split_job['id']}/grid.png")
+    assert grid.status_code == 200
+    assert grid.headers["content-type"] == "image/png"
+    Image.open(io.BytesIO(grid.content)).verify()
+    manifest = service.get(f"/v1/jobs/{split_job['id']}/manifest.json").json()
+    assert manifest["cells_done"] == 4
+    assert len(manifest["cells"]) == 4
+
+
+def test_event_stream_of_a_finished_job_replays_its_cells_and_ends_with_done(service, split_job):
+    response = service.get(f"/v1/jobs/{split_job['id']}/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    kinds = [line.removeprefix("event: ") for line in response.text.splitlines()
+             if line.startswith("event: ")]
+    assert kinds.count("cell") == 4
+    assert kinds[-1] == "done"
+
+
+def test_unsplit_job_has_only_the_combined_drawing(service, plain_job):
+    assert plain_job["status"] == "done", plain_job
+    matrix = service.get(f"/v1/jobs/{plain_job['id']}/matrix").json()
+    assert matrix["split"] is False
+    assert matrix["regions"] == ["scene"]
+    assert set(matrix["cells"][0]["urls"]) == {"combined", "png"}
+    base = f"/v1/jobs/{plain_job['id']}/cells/0/0"
+    assert service.get(f"{base}.svg").status_code == 200
+    for url in (f"{base}.svg?part=foreground", f"{base}.svg?part=background",
+                f"{base}.png?part=foreground"):
+        response = service.get(url)
+        assert response.status_code == 404, url
+        assert "sketched as one region" in response.json()["detail"]
+
+
+def test_the_web_page_is_served_at_the_root(service):
+    response = service.get("/")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
+    assert "CLIPascene" in response.text
+
+
+# --- the cache ----------------------------------------------------------------------------
+
+def test_identical_image_and_params_return_the_same_job_as_cached(service, plain_job):
+    again = submit(service, TINY, name="another-name.png")
+    assert again.status_code == 200
+    assert again.json() == {"id": plain_job["id"], "status": "done", "cached": True}
+
+
+def test_different_params_or_image_make_a_new_job(idle):
+    first = submit(idle, TINY)
+    assert first.status_code == 202
+    assert first.json()["cached"] is False
+    ids = {first.json()["id"]}
+    for params, image in (({**TINY, "seed": 3}, None), ({**TINY, "strokes": 5}, None),
+                          (TINY, png_bytes(draw_scene(161, 96)))):
+        response = submit(idle, params, image)
+        assert response.status_code == 202
+        assert response.json()["cached"] is False
+        ids.add(response.json()["id"])
+    assert len(ids) == 4
+    assert len(idle.get("/v1/jobs").json()) == 4
+
+
+def test_params_are_stored_in_canonical_form(idle):
+    job_id = submit(idle, {"preset": "preview", "layers": "2,8", "split": "false"}).json()["id"]
+    params = idle.get(f"/v1/jobs/{job_id}").json()["params"]
+    assert params == {"preset": "preview", "layers": [2, 8], "rows": None, "strokes": None,
+                      "split": False, "seed": None, "iterations": None, "row_steps": None}
+    same = submit(idle, {"split": False, "layers": [2, 8], "preset": "preview"})
+    assert same.json() == {"id": job_id, "status": "queued", "cached": True}
+
+
+# --- cancel and purge ---------------------------------------------------------------------
+
+def test_cancelling_a_queued_job_cancels_it_at_once(idle):
+    job_id = submit(idle, TINY).json()["id"]
+    assert idle.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    cancelled = idle.delete(f"/v1/jobs/{job_id}")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished"] is not None
+    assert idle.delete(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"  # idempotent
+    assert idle.get("/v1/health").json()["queue_depth"] == 0
+    # Submitting it again queues the same job once more.
+    again = submit(idle, TINY)
+    assert again.json() == {"id": job_id, "status": "queued", "cached": True}
+
+
+def test_unfinished_job_has_no_files_yet(idle):
+    job_id = submit(idle, TINY).json()["id"]
+    matrix = idle.get(f"/v1/jobs/{job_id}/matrix").json()
+    assert matrix["cells_done"] == 0
+    assert [cell["ready"] for cell in matrix["cells"]] == [False]
+    assert matrix["cells"][0]["urls"] is None
+    for path, message in (("manifest.json", "no cell"), ("grid.png", "whole matrix is done"),
+                          ("cells/0/0.svg", "not ready"), ("cells/0/0.png", "not ready")):
+        response = idle.get(f"/v1/jobs/{job_id}/{path}")
+        assert response.status_code == 404, path
+        assert message in response.json()["detail"]
+
+
+def test_purge_deletes_the_record_and_the_files_of_a_queued_job(idle):
+    job_id = submit(idle, TINY).json()["id"]
+    folder = idle.data_dir / "jobs" / job_id
+    assert (folder / "input.png").is_file()
+    response = idle.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+    assert response.status_code == 200
+    assert response.json() == {"id": job_id, "purged": True}
+    assert not folder.exists()
+    assert idle.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert idle.get("/v1/jobs").json() == []
+
+
+def test_purge_deletes_the_sketches_of_a_finished_job(service):
+    job_id = submit(service, {**TINY, "seed": 7}).json()["id"]
+    assert wait_for_status(service, job_id)["status"] == "done"
+    folder = service.data_dir / "jobs" / job_id
+    assert (folder / "out" / "manifest.json").is_file()
+    assert service.delete(f"/v1/jobs/{job_id}?purge=true").json()["purged"] is True
+    assert not folder.exists()
+    assert service.get(f"/v1/jobs/{job_id}/cells/0/0.svg").status_code == 404
+    assert job_id not in [job["id"] for job in service.get("/v1/jobs").json()]
+
+
+# --- token --------------------------------------------------------------------------------
+
+@pytest.fixture
+def guarded(tmp_path):
+    with TestClient(make_app(tmp_path, token="s3cret", start_workers=False)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/v1/health", "/v1/jobs", "/", "/openapi.json",
+                                  "/v1/jobs/0123456789abcdef"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Bearer s3cretX"},
+                                     {"Authorization": "s3cre"}])
+def test_a_token_protected_service_refuses_requests_without_the_token(guarded, path, headers):
+    response = guarded.get(path, headers=headers)
+    assert response.status_code == 401
+    assert "token" in response.json()["detail"]
+
+
+def test_a_token_protected_service_refuses_an_upload_without_the_token(guarded):
+    assert submit(guarded, TINY).status_code == 401
+    assert guarded.get("/v1/health", headers={"Authorization": "Bearer s3cret"}).json()[
+        "queue_depth"] == 0
+
+
+@pytest.mark.parametrize("how", [{"headers": {"Authorization": "Bearer s3cret"}},
+                                 {"headers": {"X-Clipascene-Token": "s3cret"}},
+                                 {"params": {"token": "s3cret"}}])
+def test_a_token_protected_service_answers_with_the_token(guarded, how):
+    assert guarded.get("/v1/health", **how).status_code == 200
+    assert guarded.get("/v1/jobs", **how).json() == []
+    response = guarded.post("/v1/jobs", files={"image": ("a.png", png_bytes(), "image/png")},
+                            data={"params": json.dumps(TINY)}, **how)
+    assert response.status_code == 202
+
+
+# --- job ids ------------------------------------------------------------------------------
+
+BAD_IDS = ["..", "...", "..%2F..%2Fetc", "..%2Fevil", "%2e%2e", "..%5Cevil", "0123456789ABCDEF",
+           "0123456789abcdeg", "0123456789abcdef0", "0123456789abcde", "0123456789abcdef%0A",
+           "0123456789abcdef%00", "%00", "x" * 300, "evil"]
+JOB_PATHS = ["", "/matrix", "/manifest.json", "/grid.png", "/events", "/cells/0/0.svg",
+             "/cells/0/0.png"]
+
+
+@pytest.fixture
+def bait(idle):
+    """Files a path traversal from the jobs folder would reach."""
+    for folder in (idle.data_dir / "evil" / "out", idle.data_dir / "jobs" / "evil" / "out"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text('{"secret": "bait"}')
+        (folder / "grid.png").write_bytes(b"secret bait")
+    return idle
+
+
+@pytest.mark.parametrize("job_id", BAD_IDS)
+def test_malformed_job_ids_are_404_and_never_reach_the_file_system(bait, job_id):
+    for suffix in JOB_PATHS:
+        response = bait.get(f"/v1/jobs/{job_id}{suffix}")
+        assert response.status_code == 404, (job_id, suffix, response.text)
+        assert "bait" not in response.text
+        assert isinstance(response.json()["detail"], str)
+    response = bait.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+    assert response.status_code in (404, 405)
+    assert (bait.data_dir / "evil" / "out" / "manifest.json").is_file()
+    assert (bait.data_dir / "jobs" / "evil" / "out" / "manifest.json").is_file()
+
+
+def test_malformed_job_id_gets_a_message_about_the_id_format(idle):
+    for job_id in ("evil", "0123456789ABCDEF", "0123456789abcdef%0A"):
+        detail = idle.get(f"/v1/jobs/{job_id}").json()["detail"]
+        assert "16 hex digits" in detail, job_id
+
+
+def test_job_id_validation_is_exact():
+    assert valid_job_id("0123456789abcdef")
+    for job_id in ("0123456789abcdef\n", "\n0123456789abcdef", "0123456789abcdef/..", ""):
+        assert not valid_job_id(job_id), repr(job_id)
+
+
+def test_unknown_well_formed_job_id_is_404(idle):
+    for suffix in JOB_PATHS:
+        response = idle.get(f"/v1/jobs/0123456789abcdef{suffix}")
+        assert response.status_code == 404
+        assert response.json()["detail"] == "no job 0123456789abcdef."
+    assert idle.delete("/v1/jobs/0123456789abcdef").status_code == 404
+
+
+# --- schema -------------------------------------------------------------------------------
+
+def test_openapi_schema_lists_the_endpoints(idle):
+    schema = idle.get("/openapi.json").json()
+    assert schema["info"]["title"] == "CLIPascene backend"
+    paths = schema["paths"]
+    expected = {
+        "/v1/health": {"get"},
+        "/v1/jobs": {"get", "post"},
+        "/v1/jobs/{job_id}": {"get", "delete"},
+        "/v1/jobs/{job_id}/events": {"get"},
+        "/v1/jobs/{job_id}/matrix": {"get"},
+        "/v1/jobs/{job_id}/cells/{row}/{column}.svg": {"get"},
+        "/v1/jobs/{job_id}/cells/{row}/{column}.png": {"get"},
+        "/v1/jobs/{job_id}/grid.png": {"get"},
+        "/v1/jobs/{job_id}/manifest.json": {"get"},
+    }
+    for path, methods in expected.items():
+        assert path in paths, path
+        assert set(paths[path]) == methods, path
+    submit_body = paths["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in submit_body
+    assert {"JobInfo", "MatrixInfo", "Health", "Submitted"} <= set(schema["components"]["schemas"])

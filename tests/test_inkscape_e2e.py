@@ -1,0 +1,145 @@
+"""The extension inside the real application: Debian's Inkscape under Xvfb, a real backend.
+
+Inkscape runs the extension with /usr/bin/python3 and its bundled inkex, through
+`--actions` with `.noprefs` (parameters come from the test profile's preferences.xml), on a
+document with an embedded photo; the exported SVG must hold the new layer over the photo.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from tests.backend_helpers import module_server
+from tests.conftest import draw_scene
+
+ROOT = Path(__file__).resolve().parent.parent
+SVG_NS = "http://www.w3.org/2000/svg"
+INKSCAPE_NS = "http://www.inkscape.org/namespaces/inkscape"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("inkscape") is None or shutil.which("xvfb-run") is None,
+    reason="needs Debian's inkscape and xvfb (python3 install.py --dev installs them)",
+)
+
+
+def photo_document(path: Path) -> None:
+    buffer = io.BytesIO()
+    draw_scene(160, 96).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    path.write_text(
+        f'<svg xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}" xmlns:inkscape="{INKSCAPE_NS}" '
+        'width="200mm" height="150mm" viewBox="0 0 200 150">'
+        '<g inkscape:groupmode="layer" inkscape:label="Photo" id="layer1" transform="translate(10,5)">'
+        '<image id="photo" x="20" y="10" width="120" height="72" '
+        f'xlink:href="data:image/png;base64,{data}"/>'
+        "</g></svg>"
+    )
+
+
+def profile(folder: Path, server: str, action_id: str, **params: str) -> Path:
+    """An Inkscape profile whose extensions/ holds ours and whose preferences set its params."""
+    extensions = folder / "extensions" / "clipascene"
+    extensions.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "inkscape_ext", extensions,
+                    ignore=shutil.ignore_patterns("__pycache__", "backend.json"))
+    values = {"server": server, **params}
+    attributes = " ".join(f'{action_id}.{key}="{value}"' for key, value in values.items())
+    (folder / "preferences.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+        '<inkscape version="1" xmlns:sodipodi="http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd" '
+        'xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape">\n'
+        f'  <group id="extensions" {attributes} />\n</inkscape>\n')
+    return folder
+
+
+def run_inkscape(profile_dir: Path, document: Path, actions: str,
+                 output: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, INKSCAPE_PROFILE_DIR=str(profile_dir), HOME=str(profile_dir),
+               PYTHONWARNINGS="ignore", NO_AT_BRIDGE="1")
+    env.pop("PYTHONPATH", None)
+    command = ["timeout", "240", "xvfb-run", "-a", "inkscape", "--with-gui", "--batch-process",
+               f"--actions={actions};export-filename:{output};export-do", str(document)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def clipascene_layers(path: Path) -> list:
+    root = etree.parse(str(path)).getroot()
+    return [group for group in root.iter(f"{{{SVG_NS}}}g") if group.get("data-clipascene-job")]
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    yield from module_server(tmp_path_factory)
+
+
+def test_sketch_image_then_change_abstraction_in_real_inkscape(tmp_path, backend):
+    document = tmp_path / "photo.svg"
+    photo_document(document)
+    out = tmp_path / "sketched.svg"
+    sketch_profile = profile(tmp_path / "profile-sketch", backend.url, "org.clipascene.sketch_image",
+                             preset="preview", layers="2,8", rows="2", strokes="8", split="true",
+                             cell="1,0", iterations="3", row_steps="2")
+    result = run_inkscape(sketch_profile, document,
+                          "select-by-id:photo;org.clipascene.sketch-image.noprefs", out)
+    assert out.is_file(), f"Inkscape wrote nothing: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    layers = clipascene_layers(out)
+    assert len(layers) == 1, result.stderr[-2000:]
+    layer = layers[0]
+    assert layer.get(f"{{{INKSCAPE_NS}}}groupmode") == "layer"
+    assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 2, simplicity 1"
+    assert layer.get("data-clipascene-cell") == "1,0,combined"
+    paths = list(layer.iter(f"{{{SVG_NS}}}path"))
+    assert paths and all(" C " in f" {path.get('d')} " or "C" in path.get("d") for path in paths)
+    labels = {group.get(f"{{{INKSCAPE_NS}}}label") for group in layer.iter(f"{{{SVG_NS}}}g")}
+    assert {"Background", "Foreground"} <= labels
+    photo = etree.parse(str(out)).getroot().find(f".//{{{SVG_NS}}}image")
+    assert photo.get("id") == "photo" and photo.get("x") == "20"
+
+    changed = tmp_path / "changed.svg"
+    change_profile = profile(tmp_path / "profile-change", backend.url,
+                             "org.clipascene.change_abstraction", cell="2,1")
+    result = run_inkscape(change_profile, out,
+                          f"select-by-id:{layer.get('id')};org.clipascene.change-abstraction.noprefs",
+                          changed)
+    assert changed.is_file(), result.stderr[-2000:]
+    after = clipascene_layers(changed)
+    assert len(after) == 1 and after[0].get("id") == layer.get("id")
+    assert after[0].get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 8, simplicity 2"
+    assert after[0].get("transform") == layer.get("transform")
+
+
+def test_extension_inx_files_pass_inkscapes_checker():
+    """INX files load in Inkscape 1.2's own checker (inkex.tester.inx), run by system Python."""
+    checker = Path("/usr/share/inkscape/extensions/inkex/tester/inx.py")
+    if not checker.is_file():
+        pytest.skip("Debian's inkex tester is not installed")
+    code = (
+        "import sys; from inkex.tester.inx import InxMixin\n"
+        "class Check(InxMixin):\n"
+        "    def assertEqual(self, a, b, msg=None):\n"
+        "        assert a == b, msg or (a, b)\n"
+        "    def assertTrue(self, a, msg=None):\n"
+        "        assert a, msg\n"
+        "    def assertIn(self, a, b, msg=None):\n"
+        "        assert a in b, msg or (a, b)\n"
+        "    def assertFalse(self, a, msg=None):\n"
+        "        assert not a, msg\n"
+        "for path in sys.argv[1:]:\n"
+        "    Check().assertInxIsGood(path)\n"
+    )
+    inx = [str(path) for path in sorted((ROOT / "inkscape_ext").glob("*.inx"))]
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", code, *inx], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=f"/usr/share/inkscape/extensions:{ROOT / 'inkscape_ext'}"),
+        cwd=ROOT / "inkscape_ext", timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
