@@ -1,0 +1,98 @@
+"""The extension's stdlib HTTP client against a real backend, and starting the backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.backend_helpers import free_port, module_server
+from tests.conftest import draw_scene
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
+
+from clipascene_ext import client  # noqa: E402
+from clipascene_ext.client import Backend, BackendError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from module_server(tmp_path_factory)
+
+
+def png(path: Path) -> bytes:
+    draw_scene(64, 48).save(path)
+    return path.read_bytes()
+
+
+def test_submit_poll_and_fetch_cells_with_the_stdlib_client(server, tmp_path):
+    backend = Backend(server.url)
+    assert backend.health()["service"] == "clipascene-backend"
+    params = {"preset": "paper", "layers": [2], "rows": 1, "strokes": 4, "iterations": 2,
+              "row_steps": 2, "split": False, "seed": 7}
+    job = backend.submit(png(tmp_path / "a.png"), 'odd "name".png', params)
+    assert job["status"] in ("queued", "running", "done")
+    deadline = time.monotonic() + 120
+    while backend.job(job["id"])["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    matrix = backend.matrix(job["id"])
+    assert matrix["status"] == "done" and all(cell["ready"] for cell in matrix["cells"])
+    assert backend.cell_svg(job["id"], 1, 0).startswith(b"<?xml")
+    assert backend.cell_png(job["id"], 0, 0, size=32).startswith(b"\x89PNG")
+    assert backend.submit(png(tmp_path / "a.png"), "again.png", params)["cached"] is True
+
+
+def test_refusals_become_user_messages(server):
+    backend = Backend(server.url)
+    with pytest.raises(BackendError, match="refused the request: .*no job"):
+        backend.job("0123456789abcdef")
+    with pytest.raises(BackendError, match="not a CLIPascene job id"):
+        backend.job("../../etc/passwd")
+
+
+def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch):
+    """install.py records the backend command; the extension starts it and waits for health."""
+    launcher = tmp_path / "clipascene-backend"
+    launcher.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" --data-dir {tmp_path / 'data'} "
+        "--clip-model tiny-test --weights random --device cpu --log-level WARNING\n")
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    record = tmp_path / "backend.json"
+    record.write_text(json.dumps({"backend": str(launcher)}))
+    monkeypatch.setattr(client, "BACKEND_RECORD", record)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backend = Backend(f"http://127.0.0.1:{free_port()}")
+    health = backend.ensure_running()
+    try:
+        assert health["service"] == "clipascene-backend"
+    finally:
+        pid = _server_pid(tmp_path / "data")
+        if pid:
+            os.kill(pid, 15)
+
+
+def test_without_an_installed_backend_the_message_says_how_to_start_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(client, "BACKEND_RECORD", tmp_path / "absent.json")
+    with pytest.raises(BackendError, match="clipascene-backend serve"):
+        Backend(f"http://127.0.0.1:{free_port()}").ensure_running()
+
+
+def _server_pid(data_dir: Path) -> int | None:
+    """The started backend's pid, found through /proc (it runs in its own session)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"backend.cli" in command and str(data_dir).encode() in command:
+                return int(entry.name)
+    return None
