@@ -85,7 +85,15 @@ def have_nvidia_gpu() -> bool:
     ).returncode == 0
 
 
+#: PyTorch's own index of CPU-only wheels: a fraction of the CUDA build's size.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_PACKAGES = ["torch>=2.1", "torchvision>=0.16"]
+
+
 def install_torch(python: Path) -> None:
+    """PyTorch the right way for this machine: the CUDA build where an NVIDIA GPU is present
+    (PyPI's Linux/Windows wheels), PyPI's wheels on macOS (they include Apple's MPS), and the
+    CPU-only build elsewhere, falling back to PyPI's wheels when PyTorch's index is out of reach."""
     probe = subprocess.run(
         [str(python), "-c", "import torch, torchvision; print(torch.__version__)"],
         capture_output=True, text=True,
@@ -93,10 +101,21 @@ def install_torch(python: Path) -> None:
     if probe.returncode == 0:
         say(f"PyTorch {probe.stdout.strip()}: already installed")
         return
-    # PyPI's Linux wheels carry CUDA and also run on the CPU; macOS wheels include MPS.
-    kind = "with CUDA" if have_nvidia_gpu() else "(runs on the CPU here)"
-    run([str(python), "-m", "pip", "install", "torch>=2.1", "torchvision>=0.16"],
-        f"installing PyTorch {kind}")
+    pip = [str(python), "-m", "pip", "install"]
+    if sys.platform == "darwin":
+        run(pip + TORCH_PACKAGES, "installing PyTorch (with Apple MPS support)")
+        return
+    if have_nvidia_gpu():
+        run(pip + TORCH_PACKAGES, "installing PyTorch with CUDA (an NVIDIA GPU is present)")
+        return
+    try:
+        run(pip + ["--retries", "1", "--timeout", "30", "--index-url", TORCH_CPU_INDEX,
+                   "--extra-index-url", "https://pypi.org/simple", *TORCH_PACKAGES],
+            "installing PyTorch for the CPU (no NVIDIA GPU found)")
+    except InstallError:
+        say("PyTorch's CPU index was out of reach; installing PyPI's build (larger, also runs "
+            "on the CPU)")
+        run(pip + TORCH_PACKAGES, "installing PyTorch")
 
 
 def install_project(python: Path, dev: bool) -> None:
