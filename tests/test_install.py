@@ -26,13 +26,40 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_install_then_start_the_backend_from_the_record_then_uninstall(tmp_path):
-    profile, data = tmp_path / "inkscape", tmp_path / "data"
-    arguments = ["--python", sys.executable, "--offline", "--inkscape-profile", str(profile),
-                 "--data-dir", str(data)]
-    first = install(*arguments)
+def prefix_sharing_our_packages(prefix: Path) -> Path:
+    """A fresh virtual environment that sees this one's packages through a .pth file, so
+    install.py finds PyTorch there instead of downloading gigabytes."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    subprocess.run([str(prefix / "bin" / "python"), "-m", "ensurepip", "--upgrade"], check=True,
+                   capture_output=True)
+    ours = [path for path in sys.path if path.endswith("site-packages")]
+    site = next((prefix / "lib").glob("python3*/site-packages"))
+    (site / "shared-with-tests.pth").write_text("\n".join(ours) + "\n")
+    return prefix
+
+
+def fake_systemctl(folder: Path) -> Path:
+    """A systemctl that logs its arguments: the service step without a real systemd."""
+    folder.mkdir()
+    log = folder / "calls.log"
+    script = folder / "systemctl"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    script.chmod(0o755)
+    return log
+
+
+def test_install_into_a_prefix_start_the_backend_from_the_record_then_uninstall(tmp_path):
+    prefix = prefix_sharing_our_packages(tmp_path / "prefix")
+    profile, data, config = tmp_path / "inkscape", tmp_path / "data", tmp_path / "config"
+    calls = fake_systemctl(tmp_path / "fakebin")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(config),
+               PATH=f"{tmp_path / 'fakebin'}{os.pathsep}{os.environ['PATH']}")
+    arguments = ["--prefix", str(prefix), "--offline", "--inkscape-profile", str(profile),
+                 "--data-dir", str(data), "--service"]
+    first = install(*arguments, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    again = install(*arguments)  # re-running is safe
+    assert "PyTorch" in first.stdout and "already installed" in first.stdout
+    again = install(*arguments, env=env)  # re-running is safe
     assert again.returncode == 0, again.stdout[-3000:]
 
     extension = profile / "extensions" / "clipascene"
@@ -41,8 +68,11 @@ def test_install_then_start_the_backend_from_the_record_then_uninstall(tmp_path)
         assert (extension / name).is_file(), name
     record = json.loads((extension / "clipascene_ext" / "backend.json").read_text())
     backend = Path(record["backend"])
-    assert backend.is_file() and backend.parent == Path(sys.executable).parent
+    assert backend == prefix / "bin" / "clipascene-backend" and backend.is_file()
     assert "offline: no weights downloaded" in first.stdout
+    unit = config / "systemd" / "user" / "clipascene-backend.service"
+    assert f"ExecStart={backend} serve --data-dir {data}" in unit.read_text()
+    assert "enable --now clipascene-backend.service" in calls.read_text()
 
     # The extension starts the backend from that record: it must run and answer.
     port = free_port()
@@ -65,12 +95,13 @@ def test_install_then_start_the_backend_from_the_record_then_uninstall(tmp_path)
         server.terminate()
         server.wait(timeout=30)
 
-    removed = install("--uninstall", "--data-dir", str(data))
+    removed = install("--uninstall", "--data-dir", str(data), env=env)
     assert removed.returncode == 0, removed.stdout
-    assert not extension.exists()
+    assert not extension.exists() and not unit.exists()
+    assert "disable --now clipascene-backend.service" in calls.read_text()
     assert not (data / "install-record.json").exists()
     assert not (data / "models").exists()  # created by the install, so removed
-    assert Path(sys.executable).exists()  # an environment it did not create stays
+    assert prefix.exists()  # an environment it did not create stays
     assert (profile / "extensions").is_dir()  # Inkscape's own folder stays
 
 
