@@ -71,6 +71,8 @@ class SketchConfig:
     keep_threshold: float = 0.7
     # Foreground/background split.
     split: bool = True
+    # Cells per CLIP batch: None = all on a GPU, one at a time on the CPU; 0 = all.
+    cells_per_batch: int | None = None
     extra: dict = field(default_factory=dict)
 
     def simplicity_delta(self, region: str, layer: int) -> float:

@@ -162,10 +162,18 @@ def cell_layer_losses(
 class Engine:
     """Runs tasks to completion; see the module docstring."""
 
-    def __init__(self, encoder: ClipEncoder, bank: TargetBank, canvas_size: int = 224) -> None:
+    def __init__(self, encoder: ClipEncoder, bank: TargetBank, canvas_size: int = 224,
+                 cells_per_batch: int | None = None) -> None:
+        """cells_per_batch: how many tasks share one CLIP batch; None = all of them on a GPU,
+        one at a time on the CPU, where a larger batch costs more per image (measured in
+        docs/performance.md). Results are the same either way."""
         self.encoder = encoder
         self.bank = bank
         self.canvas_size = canvas_size
+        if cells_per_batch is None:
+            on_cpu = next(encoder.buffers()).device.type == "cpu"
+            cells_per_batch = 1 if on_cpu else 0
+        self.cells_per_batch = cells_per_batch
 
     def run(
         self,
@@ -190,7 +198,12 @@ class Engine:
                 raise Cancelled()
             step += 1
             active = [task for task in tasks if not task.done]
-            finished = self._train_step(active)
+            # One draw of augmentations per step, shared by every cell whatever the batching.
+            grids, augmented = self.bank.draw()
+            size = self.cells_per_batch or len(active)
+            finished = []
+            for start in range(0, len(active), size):
+                finished += self._train_step(active[start : start + size], grids, augmented)
             finished += self._evaluate(active)
             for result in finished:
                 if on_finished is not None:
@@ -201,10 +214,10 @@ class Engine:
                 on_progress(Progress(_stage(tasks), step, done, max(steps_total, done), finished))
         return finished_all
 
-    def _train_step(self, active: list[Task]) -> list:
+    def _train_step(self, active: list[Task], grids: torch.Tensor,
+                    augmented: dict[str, dict[int, torch.Tensor]]) -> list:
         sketches = [task.sketch() for task in active]
         images = render_batch(sketches, self.canvas_size)
-        grids, augmented = self.bank.draw()
         losses = cell_layer_losses(self.encoder, self.bank, images,
                                    [(task.target, task.layers) for task in active], grids, augmented)
         terms = [task.loss_terms(task_losses) for task, task_losses in zip(active, losses, strict=True)]

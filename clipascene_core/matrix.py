@@ -357,7 +357,7 @@ def sketch_matrix(
     emit("stage", text="training")
     prepared = time.perf_counter()
     chain_steps = len(regions) * len(config.layers) * config.simplicity_rows * config.simplicity_steps
-    Engine(encoder, bank, config.canvas_size).run(
+    Engine(encoder, bank, config.canvas_size, config.cells_per_batch).run(
         [FidelityTask(cell, config, device) for cell in cells], on_finished=on_finished,
         on_progress=lambda progress: emit("progress", progress=progress), should_stop=should_stop,
         extra_steps=chain_steps)

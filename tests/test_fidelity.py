@@ -63,9 +63,12 @@ def test_iteration_counts_and_eval_schedule_of_the_presets():
     assert make_config("paper", iterations=7).fidelity_iterations("scene", 2) == 7
 
 
-def test_batched_cells_train_exactly_as_they_would_alone(tiny_encoder, scene):
+@pytest.mark.parametrize("cells_per_batch", [0, 1])
+def test_batched_cells_train_exactly_as_they_would_alone(tiny_encoder, scene, cells_per_batch):
+    """One CLIP batch for all cells (0, the GPU default) or one cell per batch (the CPU
+    default): either way each cell ends exactly where it would alone."""
     target, sampling = scene
-    config = make_config("standard", iterations=5, augmentations=2)
+    config = make_config("standard", iterations=5, augmentations=2, cells_per_batch=cells_per_batch)
     cells = make_cells(sampling, [2, 8], 5)
     together = train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [2, 8]), cells, config)
     for cell, batched in zip(cells, together, strict=True):
