@@ -45,7 +45,6 @@ RANDOM_WEIGHTS_NOTICE = (
     "CLIP ran with random weights: these sketches only exercise the mechanics and do not "
     "depict the image."
 )
-PARTS = ("combined", "foreground", "background")
 
 
 @dataclass

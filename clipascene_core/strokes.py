@@ -183,11 +183,3 @@ def read_svg(source: str | Path | bytes) -> dict[str, StrokeSet]:
         for group_id, (curves, widths, names) in collected.items()
     }
 
-
-def sample_cubics(points: np.ndarray, count: int = 32) -> np.ndarray:
-    """(N, 4, 2) control points -> (N, count, 2) points on the curves at uniform t."""
-    t = np.linspace(0.0, 1.0, count)[:, None]
-    basis = np.concatenate(
-        [(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3], axis=1
-    )  # (count, 4)
-    return np.einsum("kc,ncd->nkd", basis, points)

@@ -6,12 +6,14 @@ import json
 import cairosvg
 import numpy as np
 import pytest
+import torch
 from lxml import etree
 from PIL import Image, ImageDraw
 
 from clipascene_core.cli import main
 from clipascene_core.compose import inside_outline, mask_outline
-from clipascene_core.strokes import SVG_NS, read_svg, sample_cubics
+from clipascene_core.render import bezier_samples
+from clipascene_core.strokes import SVG_NS, read_svg
 from tests.tiny_models import save_tiny_lama, save_tiny_u2net
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
@@ -86,7 +88,7 @@ def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground
         if background is None or not len(background):
             continue
         # Midpoints of the cut background pieces are never inside the object.
-        middles = sample_cubics(background.points, 21)[:, 5:16]
+        middles = bezier_samples(torch.from_numpy(background.points), 21).numpy()[:, 5:16]
         assert not inside_outline(middles, outline).any()
 
 
