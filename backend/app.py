@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 25 * 2**20
 WEB_PAGE = Path(__file__).parent / "web" / "index.html"
 EVENT_POLL_S = 0.4
+KEEP_ALIVE_S = 15.0
 
 
 @dataclass
@@ -283,6 +284,7 @@ def create_app(settings: Settings) -> FastAPI:
         async def stream():
             sent_progress = None
             sent_cells = 0
+            idle = 0.0
             while True:
                 job = await asyncio.to_thread(store.get, job_id)
                 if job is None:
@@ -290,11 +292,13 @@ def create_app(settings: Settings) -> FastAPI:
                     return
                 cells = await asyncio.to_thread(store.cells, job_id)
                 for cell in cells[sent_cells:]:
+                    idle = 0.0
                     yield _sse("cell", _cell_links(job, cell))
                 sent_cells = len(cells)
                 info = _job_info(store, job)
                 progress = info.progress.model_dump()
                 if progress != sent_progress:
+                    idle = 0.0
                     yield _sse("progress", {"id": job_id, "status": job.status, **progress})
                     sent_progress = progress
                 if job.status in FINAL:
@@ -303,6 +307,12 @@ def create_app(settings: Settings) -> FastAPI:
                     return
                 if await request.is_disconnected():
                     return
+                idle += EVENT_POLL_S
+                if idle >= KEEP_ALIVE_S:
+                    # A comment line: keeps proxies and client read timeouts from closing a
+                    # stream that has nothing to say while the job waits in the queue.
+                    yield ": keep-alive\n\n"
+                    idle = 0.0
                 await asyncio.sleep(EVENT_POLL_S)
 
         return StreamingResponse(stream(), media_type="text/event-stream",

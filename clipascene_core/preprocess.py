@@ -149,14 +149,25 @@ class InpaintingModel:
             self.model = torch.jit.load(str(path), map_location=self.device)
         self.model.eval()
 
-    def inpaint(self, image: Image.Image, mask: np.ndarray) -> Image.Image:
+    def inpaint(self, image: Image.Image, mask: np.ndarray, max_side: int = 1024) -> Image.Image:
         """Fill ``mask`` (bool (H, W), True = fill, same frame as the image) of ``image``; the
-        pixels outside the mask are returned unchanged, byte for byte."""
+        pixels outside the mask are returned unchanged, byte for byte.
+
+        LaMa runs at most at ``max_side`` px (it was trained at 512, and the background target
+        is 224 px): larger images are filled at that size and the fill is scaled up into the hole.
+        """
         rgb = np.asarray(image.convert("RGB"))
         hole = check_mask(mask, rgb.shape[:2])
         if not hole.any():
             return Image.fromarray(rgb.copy(), "RGB")
         height, width = hole.shape
+        factor = max_side / max(height, width)
+        if factor < 1:
+            size = (max(1, round(width * factor)), max(1, round(height * factor)))
+            small_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+            small = self.inpaint(image.resize(size, Image.LANCZOS), small_hole, max_side)
+            filled_rgb = np.asarray(small.resize((width, height), Image.BICUBIC))
+            return Image.fromarray(np.where(hole[..., None], filled_rgb, rgb), "RGB")
         pad = ((0, -height % self.MULTIPLE), (0, -width % self.MULTIPLE))
         # Mirrored margins, as lama-cleaner pads: the margin continues both the picture and the
         # hole, so the network sees no artificial edge; it is cropped away afterwards.

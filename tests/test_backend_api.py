@@ -400,3 +400,19 @@ def test_openapi_schema_lists_the_endpoints(idle):
     submit_body = paths["/v1/jobs"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in submit_body
     assert {"JobInfo", "MatrixInfo", "Health", "Submitted"} <= set(schema["components"]["schemas"])
+
+
+def test_event_stream_of_a_waiting_job_sends_keep_alive_comments(idle, monkeypatch):
+    from backend import app as app_module
+
+    monkeypatch.setattr(app_module, "KEEP_ALIVE_S", 0.5)
+    job_id = submit(idle).json()["id"]
+    lines = []
+    with idle.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if line.startswith(": keep-alive"):
+                break
+            assert len(lines) < 50, lines
+    assert lines[0] == "event: progress"
+    idle.delete(f"/v1/jobs/{job_id}")

@@ -366,3 +366,17 @@ def test_targets_without_reframing_are_the_padded_canvas():
     assert foreground[:, 112, 112].max() < 0.3
     background = background_target(split)
     assert background.shape == (3, 224, 224) and background[:, :50].min() == 1.0
+
+
+def test_inpainting_of_a_large_image_runs_the_model_at_most_at_1024_px(tmp_path):
+    model = InpaintingModel(save_tiny_lama(tmp_path / "lama.pt"))
+    sizes = []
+    network = model.model
+    model.model = lambda image, mask: (sizes.append(tuple(image.shape[-2:])), network(image, mask))[1]
+    image = Image.new("RGB", (1500, 900), (200, 180, 160))
+    hole = np.zeros((900, 1500), bool)
+    hole[300:600, 500:900] = True
+    filled = model.inpaint(image, hole)
+    assert filled.size == (1500, 900) and max(sizes[0]) <= 1024
+    pixels = np.asarray(filled)
+    assert np.array_equal(pixels[~hole], np.asarray(image)[~hole])
