@@ -156,10 +156,13 @@ def load_clip(
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)
-        try:
-            clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
-        finally:
-            root.setLevel(level)
+        # Seeded, so that runs on random weights repeat exactly (tests, smoke checks).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            try:
+                clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+            finally:
+                root.setLevel(level)
     elif weights == "openai":
         cache.mkdir(parents=True, exist_ok=True)
         try:

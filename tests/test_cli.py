@@ -78,11 +78,13 @@ def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
         assert (strokes.width, strokes.height) == (300, 120)
         assert len(strokes) == cell["strokes"]["scene"] > 0
         assert np.allclose(strokes.widths, 3.0 * frame.scale, atol=1e-4)
-        # In the image frame: the strokes lie on the padded square around the image.
+        # In the image frame: strokes start on the image's edges (they were seeded there, the
+        # padding is blank), and nothing strays far beyond the padded square around it.
         x0, y0, x1, y1 = frame.canvas_bounds_in_image()
-        pts = strokes.points
-        assert pts[..., 0].max() > 150 and pts[..., 0].min() < 150
-        assert np.all(pts[..., 1] > y0 - 50) and np.all(pts[..., 1] < y1 + 50)
+        starts = strokes.points[:, 0]
+        inside = (starts[:, 0] >= 0) & (starts[:, 0] <= 300) & (starts[:, 1] >= 0) & (starts[:, 1] <= 120)
+        assert inside.mean() > 0.8
+        assert np.all(strokes.points[..., 1] > y0 - 50) and np.all(strokes.points[..., 1] < y1 + 50)
         assert Image.open(out / cell["files"]["png"]).size == (300, 120)
     assert (out / "attention_scene.png").exists() and (out / "grid.png").exists()
     leftovers = [path.name for path in out.rglob("*.part")]

@@ -80,3 +80,9 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_random_weights_are_the_same_every_time():
+    first, second = load_clip("tiny-test", "random"), load_clip("tiny-test", "random")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                 second.state_dict().values(), strict=True))
