@@ -32,6 +32,8 @@ def xdog_edges(image: torch.Tensor) -> torch.Tensor:
     D = G(0.8) - 0.98 G(8) on the grey image; response 1 where D < -0.1, else 1 + tanh(200 D);
     min-max normalised, then edges are the pixels below Otsu's threshold (dark lines).
     """
+    # On the CPU in float64: cheap at 224 px, and Apple's MPS has no float64.
+    image = image.detach().cpu()
     grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double()
     difference = gaussian_blur(grey, 0.8) - 0.98 * gaussian_blur(grey, 8.0)
     response = torch.where(difference < -0.1, torch.ones_like(difference),
@@ -73,7 +75,7 @@ def sample_seeds(
     When the map has fewer positive pixels than `count` (a blank image), the rest is drawn
     uniformly from the remaining pixels so a sketch always has `count` strokes.
     """
-    values = sampling_map.detach().double().cpu().numpy()
+    values = sampling_map.detach().cpu().double().numpy()
     height, width = values.shape
     flat = values.ravel()
     candidates = np.flatnonzero(flat > 0)
