@@ -14,7 +14,6 @@ Output folder layout (all SVGs in the input image's pixel frame):
 
 from __future__ import annotations
 
-import io
 import logging
 import platform
 import sys
@@ -31,7 +30,7 @@ from . import __version__
 from .config import SketchConfig, config_dict
 from .engine import Engine, Progress
 from .fidelity import FidelityCell, FidelityResult, FidelityTask, loss_terms
-from .files import atomic_write_bytes, atomic_write_json
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_png
 from .imageio import CanvasFrame, InputImage, load_image, to_canvas_tensor
 from .init import initialise_strokes, saliency_map
 from .models import ClipEncoder
@@ -86,18 +85,12 @@ class MatrixState:
     cells: dict[tuple[int, int], dict] = field(default_factory=dict)
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _save_map(path: Path, values: torch.Tensor | np.ndarray) -> None:
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
     array = np.clip(array.astype(np.float64), 0, 1)
     if array.ndim == 3:
         array = np.transpose(array, (1, 2, 0))
-    atomic_write_bytes(path, _png_bytes(Image.fromarray((array * 255 + 0.5).astype(np.uint8))))
+    atomic_write_png(path, Image.fromarray((array * 255 + 0.5).astype(np.uint8)))
 
 
 def versions() -> dict[str, str]:
@@ -210,7 +203,7 @@ class MatrixWriter:
                 sheet.paste(merged.render(max_side=thumb).resize((cell_w, cell_h)), (left, top))
                 draw.text((left + 4, top + cell_h - 14), f"{sum(cell['strokes'].values())} strokes",
                           fill=90)
-        atomic_write_bytes(self.out_dir / "grid.png", _png_bytes(sheet))
+        atomic_write_png(self.out_dir / "grid.png", sheet)
 
 
 def _region_label(name: str) -> str:

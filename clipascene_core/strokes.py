@@ -6,7 +6,6 @@ Sketches leave the engine in the **input image's pixel frame** (see `imageio.Can
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from lxml import etree
 from PIL import Image
 
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_png, atomic_write_text
 
 SVG_NS = "http://www.w3.org/2000/svg"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -108,9 +107,7 @@ class StrokeSet:
         return Image.fromarray(array, mode="L")
 
     def write_png(self, path: str | Path, max_side: int = 1024) -> None:
-        buffer = io.BytesIO()
-        self.render(max_side).save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_png(path, self.render(max_side))
 
 
 def _fmt(value: float) -> str:
