@@ -211,8 +211,14 @@ def install_extension(extensions: Path, link: bool, backend: Path, data_dir: Pat
 
 
 def check_inkscape_python() -> None:
-    """The extension runs in the Python Inkscape starts: it needs lxml, and GTK for the picker."""
-    python = shutil.which("python3") or shutil.which("python")
+    """The extension runs in the Python Inkscape starts: it needs lxml, and GTK for the picker.
+
+    A distribution's Inkscape (/usr/bin/inkscape) runs the python3 beside it, whatever else is
+    first on PATH; otherwise Inkscape asks PATH for python3."""
+    inkscape = shutil.which("inkscape")
+    beside = Path(inkscape).resolve().parent / "python3" if inkscape else None
+    python = (str(beside) if beside and beside.exists() else None) or shutil.which("python3") \
+        or shutil.which("python")
     if python is None:
         say("WARNING: no python3 on PATH for Inkscape's extensions; install Python 3.")
         return
