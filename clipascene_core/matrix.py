@@ -196,11 +196,10 @@ class MatrixWriter:
                 cell = self.state.cells.get((row, layer))
                 if cell is None:
                     continue
-                strokes = [self.state.sketches[(name, row, layer)]["strokes"] for name in self.regions]
-                merged = StrokeSet(np.concatenate([s.points for s in strokes]),
-                                   np.concatenate([s.widths for s in strokes]),
-                                   self.frame.image_width, self.frame.image_height)
-                sheet.paste(merged.render(max_side=thumb).resize((cell_w, cell_h)), (left, top))
+                # The cell's own PNG: already rendered, and showing the background as cut.
+                with Image.open(self.out_dir / cell["files"]["png"]) as rendered:
+                    sheet.paste(rendered.convert("L").resize((cell_w, cell_h), Image.LANCZOS),
+                                (left, top))
                 draw.text((left + 4, top + cell_h - 14), f"{sum(cell['strokes'].values())} strokes",
                           fill=90)
         atomic_write_png(self.out_dir / "grid.png", sheet)
