@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -430,14 +429,8 @@ def _check_image(data: bytes, data_dir: Path) -> dict:
 
 
 def _thumbnail(svg: Path, size: int) -> bytes:
-    groups = list(read_svg(svg).values())
-    if groups:
-        merged = StrokeSet(np.concatenate([group.points for group in groups]),
-                           np.concatenate([group.widths for group in groups]),
-                           groups[0].width, groups[0].height)
-    else:  # a part whose strokes were all cut away: blank paper of the cell's size
-        width, height = document_size(svg)
-        merged = StrokeSet(np.zeros((0, 4, 2)), np.zeros(0), width, height)
+    # A part whose strokes were all cut away renders as blank paper of the cell's size.
+    merged = StrokeSet.merged(list(read_svg(svg).values()), *document_size(svg))
     buffer = io.BytesIO()
     merged.render(max_side=size).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -149,11 +149,8 @@ class MatrixWriter:
         atomic_write_bytes(self.out_dir / "cells" / f"{stem}.svg",
                            svg_document(self.frame.image_width, self.frame.image_height,
                                         groups).encode())
-        combined = StrokeSet(
-            np.concatenate([strokes.points for _, strokes in groups]),
-            np.concatenate([strokes.widths for _, strokes in groups]),
-            self.frame.image_width, self.frame.image_height,
-        )
+        combined = StrokeSet.merged([strokes for _, strokes in groups], self.frame.image_width,
+                                    self.frame.image_height)
         combined.write_png(self.out_dir / "cells" / f"{stem}.png")
         files = {"combined": f"cells/{stem}.svg", "png": f"cells/{stem}.png"}
         if "scene" not in per_region:

@@ -53,6 +53,14 @@ class StrokeSet:
     def __len__(self) -> int:
         return len(self.points)
 
+    @classmethod
+    def merged(cls, parts: list[StrokeSet], width: float, height: float) -> StrokeSet:
+        """All strokes of `parts` (same frame, `width` x `height`) as one set, in order."""
+        if not parts:
+            return cls(np.zeros((0, 4, 2)), np.zeros(0), width, height)
+        return cls(np.concatenate([part.points for part in parts]),
+                   np.concatenate([part.widths for part in parts]), width, height)
+
     def subset(self, keep: np.ndarray) -> StrokeSet:
         """The strokes where `keep` (N,) is true, in order, with their names."""
         keep = np.asarray(keep, dtype=bool)
