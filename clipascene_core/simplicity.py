@@ -35,20 +35,23 @@ def ratio_schedule(first_ratio: float, delta: float, levels: int) -> list[float]
     return [first_ratio * 2.0 ** (-index * delta) for index in range(levels)]
 
 
+def _keep_logits(probabilities: torch.Tensor) -> torch.Tensor:
+    """(..., 2) logits [log p, log(1 - p)] of the keep/drop choice."""
+    return torch.stack([probabilities.clamp_min(1e-12).log(),
+                        (1 - probabilities).clamp_min(1e-12).log()], -1)
+
+
 def keep_threshold_mask(probabilities: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
     """Deterministic keep decision: the noiseless Gumbel-softmax 'keep' value above threshold.
 
     softmax([log p, log(1 - p)] / tau)[0] > threshold, the reference's rule without its noise.
     """
-    logits = torch.stack([probabilities.clamp_min(1e-12).log(),
-                          (1 - probabilities).clamp_min(1e-12).log()], -1) / temperature
-    return torch.softmax(logits, -1)[..., 0] > threshold
+    return torch.softmax(_keep_logits(probabilities) / temperature, -1)[..., 0] > threshold
 
 
 def gumbel_keep(probabilities: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """Soft 'keep' sample of a two-way Gumbel-softmax per stroke: (N,) in (0, 1), differentiable."""
-    logits = torch.stack([probabilities.clamp_min(1e-12).log(),
-                          (1 - probabilities).clamp_min(1e-12).log()], -1)
+    logits = _keep_logits(probabilities)
     uniform = torch.rand(logits.shape, generator=generator).to(logits.device)
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-10)))
     return torch.softmax((logits + gumbel) / temperature, -1)[..., 0]
