@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import PRESETS, ConfigError, make_config
 from .imageio import ImageInputError, load_image
 from .models import DEFAULT_CLIP_MODEL, WeightsError, default_threads, load_clip, resolve_device
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipascene", description="Vector scene sketches at several levels of abstraction."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     sketch = commands.add_parser(
         "sketch", help="sketch an image into a matrix of SVGs (fidelity columns x simplicity rows)"
@@ -80,6 +82,7 @@ def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import Cancelled
+    from .files import remove_previous_results
     from .matrix import sketch_matrix
 
     config = make_config(
@@ -108,6 +111,10 @@ def run_sketch(args: argparse.Namespace) -> int:
             bar.set_postfix(stage=event.progress.stage, refresh=False)
             bar.refresh()
 
+    # A run into the folder of an earlier one replaces its results: no stale cells stay behind.
+    inputs = (args.image, args.mask) if args.mask else (args.image,)
+    if remove_previous_results(args.out, keep=inputs) and not args.quiet:
+        print(f"clipascene: replacing the earlier results in {args.out}", file=sys.stderr)
     try:
         manifest = sketch_matrix(image, args.out, config, encoder, models_dir=args.models_dir,
                                  user_mask=args.mask, on_event=show)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    The file gets the mode any new file gets (0666 less the umask), not mkstemp's private 0600:
+    results are for sharing, opening in other programs, serving."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -40,3 +45,22 @@ def atomic_write_png(path: str | Path, image) -> None:
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+#: What `matrix.sketch_matrix` writes into its folder (and interrupted writes' leftovers).
+RESULT_PATTERNS = ("manifest.json", "grid.png", "mask.png", "target_*.png", "attention_*.png",
+                   "cells/r*_L*.svg", "cells/r*_L*.png", ".*.part", "cells/.*.part")
+
+
+def remove_previous_results(folder: str | Path, keep: tuple[Path, ...] = ()) -> int:
+    """Delete an earlier run's result files from `folder`, so that a new run into it leaves no
+    stale cells; other files, and those in `keep` (e.g. the input image), stay. Returns how
+    many files were deleted."""
+    kept = {path.resolve() for path in keep}
+    removed = 0
+    for pattern in RESULT_PATTERNS:
+        for path in Path(folder).glob(pattern):
+            if path.is_file() and path.resolve() not in kept:
+                path.unlink()
+                removed += 1
+    return removed
