@@ -25,7 +25,7 @@ from clipascene_core.config import ConfigError
 from clipascene_core.imageio import ImageInputError, load_image
 from clipascene_core.strokes import StrokeSet, document_size, read_svg
 
-from .health import weights_report
+from .health import missing_clip_weights, weights_report
 from .params import JobParams, job_key
 from .store import FINAL, Job, JobStore, valid_job_id
 from .worker import ModelSettings, Worker
@@ -222,8 +222,12 @@ def create_app(settings: Settings) -> FastAPI:
     # --- jobs ----------------------------------------------------------------------------
 
     @app.post("/v1/jobs", status_code=202, response_model=Submitted,
-              responses={200: {"model": Submitted, "description": "the same job already exists"}})
+              responses={200: {"model": Submitted, "description": "the same job already exists"},
+                         409: {"description": "the CLIP weights are missing: no job can run"}})
     async def submit(image: UploadFile = File(...), params: str = Form("{}")):
+        missing = missing_clip_weights(settings.models)
+        if missing:  # refused now rather than failed when a worker tries to load CLIP
+            raise HTTPException(409, missing)
         data = await image.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise HTTPException(413, f"the image is larger than {settings.max_upload_bytes // 2**20} MB.")

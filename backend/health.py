@@ -11,16 +11,32 @@ from clipascene_core.registry import WEIGHTS
 from .worker import ModelSettings
 
 
+def _clip_state(models: ModelSettings, folder: Path) -> str:
+    if models.weights == "random":
+        return "not needed"
+    if models.weights == "openai":
+        return "present" if clip_weights_present(folder) else "missing"
+    return "present" if Path(models.weights).expanduser().is_file() else "missing"
+
+
 def weights_report(models: ModelSettings) -> dict[str, str]:
     """{weights name: "present" | "missing" | "not needed"} for the configured models."""
     folder = models.models_dir or models_dir()
-    if models.weights == "random":
-        clip = "not needed"
-    elif models.weights == "openai":
-        clip = "present" if clip_weights_present(folder) else "missing"
-    else:
-        clip = "present" if Path(models.weights).expanduser().is_file() else "missing"
-    report = {"clip": clip}
+    report = {"clip": _clip_state(models, folder)}
     for name, entry in WEIGHTS.items():
         report[name] = "present" if entry.present(folder) else "missing"
     return report
+
+
+def missing_clip_weights(models: ModelSettings) -> str | None:
+    """Why no job can run here (CLIP's weights are missing, and without CLIP there is no
+    sketch), or None. U²-Net and LaMa are optional: their fallbacks run and say so."""
+    folder = models.models_dir or models_dir()
+    if _clip_state(models, folder) != "missing":
+        return None
+    if models.weights == "openai":
+        return (f"the CLIP {models.clip_model} OpenAI weights are not in {folder}, so no sketch "
+                "can be made. Run `python3 install.py` (or `clipascene models download`) with "
+                "internet access, or start the backend with --weights PATH to a local copy.")
+    return (f"the CLIP weights file {models.weights} that the backend was started with does not "
+            "exist, so no sketch can be made. Restart it with --weights pointing to the file.")
