@@ -1,15 +1,19 @@
-"""`clipascene-backend serve`: run the local sketch service."""
+"""`clipascene-backend serve|stop`: run the local sketch service, or stop it."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
+from clipascene_core import __version__
 from clipascene_core.models import DEFAULT_CLIP_MODEL
 
 from .worker import ModelSettings
@@ -22,6 +26,7 @@ TOKEN_VARIABLE = "CLIPASCENE_TOKEN"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipascene-backend",
                                      description="The local CLIPascene sketch service.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API (and a web page at /)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -39,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models-dir", type=Path, default=None,
                        help="folder with the model weights (default: models/ in the data folder)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    stop = commands.add_parser("stop", help="stop the backend serving from a data folder "
+                               "(e.g. the one Inkscape started)")
+    stop.add_argument("--data-dir", type=Path, default=None,
+                      help="the data folder the backend was started with (default: the user "
+                           "data folder, which the extension's backend uses)")
+    stop.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for it to finish stopping (default 60)")
     return parser
 
 
@@ -79,6 +91,68 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def pid_file(data_dir: Path) -> Path:
+    """Where a serving backend records itself, for `clipascene-backend stop`."""
+    return data_dir / "backend.pid"
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie waiting for its parent."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here (macOS): it exists
+    return state != "Z"
+
+
+def _is_backend(pid: int) -> bool:
+    """Whether `pid` is a backend and not another program that got a stale record's pid."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc here: trust the record
+    return b"serve" in command and any(b"backend" in part for part in command)
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Stop the backend recorded in the data folder: SIGTERM, then wait while it finishes
+    (a running job is put back in the queue and resumes at the next start)."""
+    from clipascene_core.paths import data_dir as default_data_dir
+
+    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
+    record_file = pid_file(data_dir)
+    try:
+        record = json.loads(record_file.read_text())
+        pid = int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"clipascene-backend: no backend is running from {data_dir} (nothing recorded in "
+              f"{record_file.name}).")
+        return 0
+    where = f"pid {pid}, http://{record.get('host', '127.0.0.1')}:{record.get('port', '?')}"
+    if not _running(pid) or not _is_backend(pid):
+        record_file.unlink(missing_ok=True)
+        print(f"clipascene-backend: no backend is running from {data_dir} (the one recorded, "
+              f"{where}, has exited).")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running(pid):
+        print(f"clipascene-backend: the backend ({where}) is still stopping after "
+              f"{args.timeout:.0f} s; run this again, or end process {pid}.", file=sys.stderr)
+        return 1
+    record_file.unlink(missing_ok=True)
+    print(f"clipascene-backend: stopped the backend ({where}).")
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -109,8 +183,17 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(Settings(data_dir=data_dir, devices=devices, models=models, token=token))
     logger.info("serving on http://%s:%d with workers on %s; data in %s", args.host, args.port,
                 ", ".join(devices), data_dir)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                timeout_graceful_shutdown=10)
+    record_file = pid_file(data_dir)
+    record_file.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": args.port}))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                    timeout_graceful_shutdown=10)
+    finally:
+        try:
+            if json.loads(record_file.read_text()).get("pid") == os.getpid():
+                record_file.unlink()
+        except (OSError, ValueError):
+            pass
     return 0
 
 
@@ -118,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "stop":
+        return stop(args)
     return 2
 
 
