@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
+import select
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -12,9 +17,11 @@ from lxml import html
 from PIL import Image
 
 from tests.backend_helpers import REPO, TINY, start_server, submit, subprocess_env, wait_for_status
+from tests.conftest import draw_scene
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None,
+# In CI (CI=true) a missing Chromium fails these tests instead of skipping them.
+pytestmark = pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
                                 reason="headless Chromium is not installed (apt-get install chromium)")
 
 WIDTH, HEIGHT = 1280, 900
@@ -36,6 +43,7 @@ def finished(tmp_path_factory):
 
 
 def chromium(tmp_path, url: str, *action: str) -> subprocess.CompletedProcess:
+    assert CHROMIUM, "headless Chromium is needed: apt-get install chromium"
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
@@ -100,5 +108,182 @@ def test_page_of_a_token_protected_server_passes_the_token_on(tmp_path):
         assert sources == [f"/v1/jobs/{job_id}/cells/0/0.png?size=200&token=s3cret"]
         refused = rendered_dom(tmp_path, server.url + "/")
         assert refused.xpath("//table[@class='matrix']") == []
+    finally:
+        server.stop()
+
+
+class Browser:
+    """Headless Chromium driven through the DevTools protocol on a pipe (fds 3 and 4):
+    real clicks, a real file chooser, screenshots."""
+
+    def __init__(self, tmp_path) -> None:
+        assert CHROMIUM, "headless Chromium is needed: apt-get install chromium"
+        commands, self._commands = os.pipe()
+        self._replies, replies = os.pipe()
+
+        def pipes_on_3_and_4() -> None:
+            os.dup2(commands, 3)
+            os.dup2(replies, 4)
+
+        self.log = tmp_path / "chromium.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-pipe", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=subprocess_env(),
+                preexec_fn=pipes_on_3_and_4, close_fds=False)
+        os.close(commands)
+        os.close(replies)
+        self._buffer = b""
+        self._last_id = 0
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=WIDTH, height=HEIGHT,
+                  deviceScaleFactor=1, mobile=False)
+
+    def send(self, method: str, session: bool = False, **params) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._replies], [], [], 60)
+                chunk = os.read(self._replies, 1 << 20) if ready else b""
+                assert chunk, f"Chromium stopped answering:\n{self.log.read_text(errors='replace')[-2000:]}"
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._last_id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                return reply["result"]
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", session=True, expression=expression,
+                           returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"the page never satisfied: {expression}"
+            time.sleep(0.2)
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", session=True, url=url)
+        self.wait_for("document.readyState === 'complete' && "
+                      "!document.getElementById('jobs').textContent.includes('loading')")
+
+    def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the element (it must be visible, not covered)."""
+        x, y = self.wait_for(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                             " if (!e) return null; const r = e.getBoundingClientRect();"
+                             " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y,
+                      button="left", clickCount=1)
+
+    def type_into(self, selector: str, value: str) -> None:
+        """Click into the field, select its text and type over it, as a user would."""
+        self.click(selector)
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).select()")
+        self.send("Input.insertText", session=True, text=value)
+
+    def choose_file(self, selector: str, path) -> None:
+        root = self.send("DOM.getDocument", session=True)["root"]["nodeId"]
+        node = self.send("DOM.querySelector", session=True, nodeId=root, selector=selector)["nodeId"]
+        self.send("DOM.setFileInputFiles", session=True, nodeId=node, files=[str(path)])
+
+    def screenshot(self) -> Image.Image:
+        data = self.send("Page.captureScreenshot", session=True, format="png")["data"]
+        return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except AssertionError:
+            pass
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    started = Browser(tmp_path)
+    yield started
+    started.close()
+
+
+def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, tmp_path):
+    photo = tmp_path / "my photo.png"
+    draw_scene(200, 120).save(photo)
+    server = start_server(tmp_path / "data")
+    try:
+        browser.open(server.url + "/")
+        assert "No jobs yet" in browser.evaluate("document.getElementById('jobs').textContent")
+        browser.choose_file("#image", photo)
+        browser.evaluate("document.getElementById('preset').value = 'preview'")
+        browser.type_into("#layers", "3,9")
+        browser.type_into("#rows", "2")
+        browser.type_into("#strokes", "6")
+        browser.click("#split")  # off: one region
+        browser.type_into("#iterations", "20000")  # long enough to be seen running
+        browser.click("#upload button[type=submit]")
+        eta = browser.wait_for("(() => { const t = document.getElementById('progress-text');"
+                               " return t && /about .* left/.test(t.textContent) && t.textContent; })()")
+        assert eta.startswith("running · ") and "about " in eta and "0/6 cells" in eta
+
+        [job] = server.client.get("/v1/jobs").json()
+        assert job["image"] == {"name": "my photo.png", "width": 200, "height": 120}
+        assert job["params"]["preset"] == "preview" and job["params"]["layers"] == [3, 9]
+        assert (job["params"]["rows"], job["params"]["strokes"], job["params"]["split"],
+                job["params"]["iterations"]) == (2, 6, False, 20000)
+        headers = browser.evaluate("[...document.querySelectorAll('table.matrix th')]"
+                                   ".map((th) => th.textContent)")
+        assert "fidelity: layer 9" in headers and "simplicity 2" in headers
+
+        shot = browser.screenshot()
+        assert shot.size == (WIDTH, HEIGHT)
+        x, y, width, height = browser.evaluate(
+            "(() => { const r = document.getElementById('upload').getBoundingClientRect();"
+            " return [r.x, r.y, r.width, r.height].map(Math.round); })()")
+        form = np.asarray(shot.convert("L").crop((x, y, x + width, y + height))).astype(int)
+        assert 250 < width < 340 and height > 200 and form.std() > 20, "the form does not show"
+        assert browser.evaluate(
+            "[...document.querySelectorAll('#upload input, #upload select')].every((field) =>"
+            " field.getBoundingClientRect().right <= document.getElementById('upload')"
+            ".getBoundingClientRect().right)"), "a field sticks out of the form"
+
+        browser.click("#cancel")
+        assert wait_for_status(server.client, job["id"], timeout=60)["status"] == "cancelled"
+        browser.wait_for("document.getElementById('progress-text').textContent"
+                         ".startsWith('cancelled') && !document.getElementById('cancel')")
+    finally:
+        server.stop()
+
+
+def test_upload_form_shows_why_a_job_is_refused(browser, tmp_path):
+    photo = tmp_path / "photo.png"
+    draw_scene().save(photo)
+    # No CLIP weights in this server's models folder: it refuses every job at submission.
+    server = start_server(tmp_path / "data", "--weights", "openai")
+    try:
+        browser.open(server.url + "/")
+        browser.choose_file("#image", photo)
+        browser.click("#upload button[type=submit]")
+        message = browser.wait_for("document.querySelector('#upload-status .error')?.textContent")
+        assert "OpenAI weights are not in" in message and "install.py" in message
+        assert server.client.get("/v1/jobs").json() == []
     finally:
         server.stop()
