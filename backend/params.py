@@ -16,7 +16,7 @@ class JobParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["preview", "standard", "paper"] = "standard"
+    preset: Literal["auto", "preview", "standard", "paper"] = "auto"
     layers: list[int] | None = Field(default=None, min_length=1, max_length=12)
     rows: int | None = Field(default=None, ge=0, le=16)
     strokes: int | None = Field(default=None, ge=1, le=256)
@@ -36,14 +36,13 @@ class JobParams(BaseModel):
                 raise ValueError("layers must be numbers like 2,8,11") from None
         return value
 
-    def to_config(self) -> SketchConfig:
-        """The engine's configuration; raises config.ConfigError with a sentence if invalid."""
-        seeds = None
-        if self.seed is not None:
-            seeds = (self.seed, self.seed + 1000) if self.preset == "paper" else (self.seed,)
+    def to_config(self, device_type: str = "cpu") -> SketchConfig:
+        """The engine's configuration for a worker on `device_type` ("auto" resolves by it);
+        raises config.ConfigError with a sentence if invalid."""
         return make_config(
-            self.preset, layers=tuple(self.layers) if self.layers else None, strokes=self.strokes,
-            iterations=self.iterations, seeds=seeds, simplicity_rows=self.rows, split=self.split,
+            self.preset, device_type=device_type, seed=self.seed,
+            layers=tuple(self.layers) if self.layers else None, strokes=self.strokes,
+            iterations=self.iterations, simplicity_rows=self.rows, split=self.split,
             simplicity_steps=self.row_steps,
         )
 

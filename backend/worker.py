@@ -16,7 +16,7 @@ from clipascene_core.models import ClipEncoder, WeightsError, load_clip
 from clipascene_core.preprocess import MaskInputError
 
 from .params import JobParams
-from .store import Job, JobStore
+from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 USER_ERRORS = (ImageInputError, ConfigError, WeightsError, MaskInputError, ValueError)
 #: Progress is written to the store at most this often (cells are written at once).
 PROGRESS_INTERVAL_S = 0.5
+#: Back-off between tries while the job store cannot be read or written (a full disk, …).
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+#: A worker whose job has reported nothing for this long is reported as stuck.
+STUCK_AFTER_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -50,23 +55,74 @@ class Worker(threading.Thread):
         self.stopping = threading.Event()
         self.current: str | None = None
         self._encoder: ClipEncoder | None = None
+        #: The storage error this worker is waiting out, and since when (for /v1/health).
+        self.problem: str | None = None
+        self.problem_since: float | None = None
+        self.last_sign = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
+    def state(self) -> dict:
+        """What /v1/health says about this worker."""
+        if not self.is_alive():
+            state = "stopped" if self.stopping.is_set() else (
+                "not started" if self.ident is None else "dead")
+        elif self.problem is not None:
+            state = "retrying"
+        elif self.current is not None and time.monotonic() - self.last_sign > STUCK_AFTER_S:
+            state = "stuck"
+        else:
+            state = "running" if self.current is not None else "idle"
+        problem = self.problem
+        if state == "dead":
+            problem = "the worker thread has ended: restart the backend."
+        elif state == "stuck":
+            problem = (f"job {self.current} has shown no progress for "
+                       f"{(time.monotonic() - self.last_sign) / 60:.0f} minutes.")
+        return {"device": self.device, "state": state, "job": self.current, "problem": problem,
+                "since": self.problem_since if state == "retrying" else None}
+
     def run(self) -> None:
         while not self.stopping.is_set():
-            job = self.store.claim_next(self.device)
+            job = self.persist(lambda: self.store.claim_next(self.device), "take the next job")
             if job is None:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
             self.current = job.id
+            self.last_sign = time.monotonic()
             try:
                 self.process(job)
+            except Exception as error:  # a fault outside the job's own run: the worker goes on
+                logger.exception("job %s: the worker failed", job.id)
+                self.persist(lambda: self.store.finish(job.id, "failed", f"internal error: {error}"),
+                             f"record the failure of job {job.id}")
             finally:
                 self.current = None
+
+    def persist(self, action, what: str):
+        """Run a store operation until it works, backing off while the store fails (a full
+        disk, a read-only folder); returns its result, or None when the worker is stopped."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                result = action()
+            except STORAGE_ERRORS as error:
+                problem = f"could not {what}: {storage_problem(error, self.store.data_dir)}"
+                if self.problem is None:
+                    self.problem_since = time.time()
+                    logger.error("worker on %s: %s Trying again with back-off.", self.device, problem)
+                self.problem = problem
+                if self.stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if self.problem is not None:
+                logger.warning("worker on %s: the job store works again.", self.device)
+                self.problem = self.problem_since = None
+            return result
 
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
@@ -83,34 +139,55 @@ class Worker(threading.Thread):
         notices: list[str] = []
         folder = self.store.job_dir(job.id)
 
+        def report(**fields) -> None:
+            # Progress and notices are worth a try, not a failed job: the next one may get through.
+            try:
+                self.store.update(job.id, **fields)
+            except STORAGE_ERRORS as error:
+                logger.warning("job %s: progress not recorded: %s", job.id, error)
+
         def on_event(event: MatrixEvent) -> None:
             nonlocal last_write
+            self.last_sign = time.monotonic()
             if event.kind == "notice":
                 notices.append(event.text)
-                self.store.update(job.id, notices=notices)
+                report(notices=notices)
             elif event.kind == "cell":
                 self.store.add_cell(job.id, event.cell)
             elif event.kind == "stage":
-                self.store.update(job.id, progress={"stage": event.text, "fraction": 0.0})
+                report(progress={"stage": event.text, "fraction": 0.0})
             elif event.kind == "progress" and time.time() - last_write >= PROGRESS_INTERVAL_S:
                 last_write = time.time()
                 progress = event.progress
                 elapsed = time.time() - started
                 fraction = progress.fraction
                 eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-                self.store.update(job.id, progress={
+                report(progress={
                     "stage": progress.stage, "fraction": round(fraction, 4),
                     "steps_done": progress.steps_done, "steps_total": progress.steps_total,
                     "eta_s": round(eta, 1) if eta is not None else None,
                 })
 
         def should_stop() -> bool:
-            return self.stopping.is_set() or self.store.cancel_requested(job.id)
+            self.last_sign = time.monotonic()
+            if self.stopping.is_set():
+                return True
+            try:
+                return self.store.cancel_requested(job.id)
+            except STORAGE_ERRORS:
+                return False  # asked again at the next step
+
+        def end(status: str, error: str | None = None) -> None:
+            self.persist(lambda: self.store.finish(job.id, status, error),
+                         f"record the end of job {job.id}")
 
         try:
-            config = JobParams(**job.params).to_config()
+            # A run makes every cell anew: no cell of an earlier, interrupted run stays listed.
+            self.store.clear_cells(job.id)
+            encoder = self.encoder()
+            config = JobParams(**job.params).to_config(next(encoder.buffers()).device.type)
             image = load_image(folder / job.image_file)
-            manifest = sketch_matrix(image, self.store.out_dir(job.id), config, self.encoder(),
+            manifest = sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
                                      models_dir=self.models.models_dir, on_event=on_event,
                                      should_stop=should_stop)
         except Cancelled:
@@ -118,20 +195,22 @@ class Worker(threading.Thread):
                 # Shutting down, not cancelled by a user: run it again at the next start.
                 self.store.update(job.id, status="queued", attempts=max(job.attempts - 1, 0))
                 logger.info("job %s: interrupted by shutdown; queued again", job.id)
-            else:
-                self.store.finish(job.id, "cancelled")
+            elif self.persist(lambda: self.store.end_cancelled(job.id), f"cancel job {job.id}"):
                 logger.info("job %s: cancelled", job.id)
+            else:
+                logger.info("job %s: submitted again while it was being cancelled; queued", job.id)
             return
         except USER_ERRORS as error:
-            self.store.finish(job.id, "failed", str(error))
+            end("failed", str(error))
             logger.warning("job %s: failed: %s", job.id, error)
             return
         except Exception as error:  # the daemon survives any job; the reason goes to the job
             logger.exception("job %s: internal error", job.id)
-            self.store.finish(job.id, "failed", f"internal error: {type(error).__name__}: {error}")
+            end("failed", storage_problem(error, self.store.data_dir) if disk_trouble(error)
+                else f"internal error: {type(error).__name__}: {error}")
             return
-        self.store.update(job.id, progress={
+        report(progress={
             "stage": "done", "fraction": 1.0, "eta_s": 0,
             "steps_done": manifest["timings"]["steps"], "steps_total": manifest["timings"]["steps"]})
-        self.store.finish(job.id, "done")
+        end("done")
         logger.info("job %s: done in %.1f s", job.id, time.time() - started)

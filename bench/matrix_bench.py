@@ -25,7 +25,7 @@ from clipascene_core.imageio import load_image
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.matrix import plan_regions
 from clipascene_core.models import load_clip, resolve_device
-from clipascene_core.simplicity import SimplicityChain
+from clipascene_core.simplicity import RowRun, SimplicityColumn
 from clipascene_core.targets import TargetBank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +66,11 @@ def _run(encoder, config, regions, cells, needed, device, cells_per_batch=None) 
     steps = 0
 
     def chain(result):
-        if not isinstance(result, FidelityResult):
-            return []
-        return [SimplicityChain(result, config, device)]
+        if isinstance(result, RowRun):
+            return result.column.receive(result)[1]
+        if isinstance(result, FidelityResult):
+            return SimplicityColumn(result, config, device).start()
+        return []
 
     def count(progress):
         nonlocal steps

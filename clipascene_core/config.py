@@ -7,7 +7,7 @@ overridden. Errors are `ConfigError` with a sentence a user can act on.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: CLIP ViT-B/32 residual blocks the paper uses as fidelity columns.
 FIDELITY_LAYERS = (2, 3, 4, 7, 8, 11)
@@ -16,7 +16,9 @@ REGIONS = ("scene", "background", "object")
 #: Exponent step of the ratio schedule r_i = r_1 * 2^(-i * delta), per CLIP layer.
 BACKGROUND_DELTA = {2: 0.35, 3: 0.45, 4: 0.45, 7: 0.45, 8: 0.5, 11: 0.85}
 OBJECT_DELTA = {2: 0.4, 3: 0.45, 4: 0.45, 7: 0.4, 8: 0.5, 11: 0.9}
-PRESETS = ("preview", "standard", "paper")
+#: "auto" is resolved to a real preset by the device the run uses (see `resolve_preset`).
+PRESETS = ("auto", "preview", "standard", "paper")
+RENDERERS = ("torch", "diffvg")
 
 
 class ConfigError(ValueError):
@@ -30,7 +32,10 @@ class SketchConfig:
     Units: canvas pixels of the `canvas_size` square unless stated.
     """
 
+    #: The preset that ran ("auto" is resolved before a config exists); `preset_requested` is
+    #: what the user asked for.
     preset: str = "standard"
+    preset_requested: str = "standard"
     layers: tuple[int, ...] = DEFAULT_LAYERS
     strokes: int = 64
     seeds: tuple[int, ...] = (0,)
@@ -59,7 +64,6 @@ class SketchConfig:
     layer_weight: float = 1.0
     init_temperature: float = 0.3
     init_step: float = 0.05
-    xdog_threshold_otsu: bool = True
     # Simplicity axis: rows below the fidelity sketch, steps per row, and its networks.
     simplicity_rows: int = 8
     simplicity_steps: int = 400
@@ -73,7 +77,8 @@ class SketchConfig:
     split: bool = True
     # Cells per CLIP batch: None = all on a GPU, one at a time on the CPU; 0 = all.
     cells_per_batch: int | None = None
-    extra: dict = field(default_factory=dict)
+    # The differentiable rasteriser: "torch" (built in) or "diffvg" (when pydiffvg imports).
+    renderer: str = "torch"
 
     def simplicity_delta(self, region: str, layer: int) -> float:
         """The ratio schedule's exponent step for a column (nearest tabulated layer)."""
@@ -103,7 +108,7 @@ class SketchConfig:
         return step >= self.eval_start and (step - self.eval_start) % self.eval_every == 0
 
     def validate(self) -> SketchConfig:
-        if self.preset not in PRESETS:
+        if self.preset not in PRESETS or self.preset == "auto":
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}.")
         if not self.layers:
             raise ConfigError("at least one fidelity layer is needed, e.g. --layers 2,8,11.")
@@ -128,34 +133,78 @@ class SketchConfig:
             raise ConfigError("each simplicity row needs at least one step.")
         if self.canvas_size != 224:
             raise ConfigError("CLIP ViT-B/32 needs a 224 px canvas.")
+        if self.renderer not in RENDERERS:
+            raise ConfigError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}.")
+        from .render import get_renderer
+
+        get_renderer(self.renderer)  # diffvg asked for but not importable: say so now
         return self
 
 
 _PRESETS: dict[str, dict] = {
-    # About 500 steps already give a reasonable sketch (reference README); one seed, and
-    # the augmentation pool so each step pays for the sketch batch only.
+    # A draft for CPUs: about 500 steps already give a reasonable sketch (reference README);
+    # one seed, and a fixed pool of augmentations (a speed choice: their target features are
+    # encoded once, so each step pays for the sketch batch only).
     "preview": dict(
         iterations=500, eval_start=300, seeds=(0,), augment_pool=128, simplicity_steps=100,
     ),
-    # The reference's iteration counts with one seed.
-    "standard": dict(seeds=(0,), augment_pool=256),
-    # The reference exactly: its iteration counts, seeds 0 and 1000 (best kept), fresh
-    # augmentations every step.
+    # The reference's iteration counts and fresh augmentations every step, one seed.
+    "standard": dict(seeds=(0,), augment_pool=0),
+    # The reference exactly: its iteration counts, seeds 0 and 1000 for every fidelity
+    # sketch and every simplicity row (best kept), fresh augmentations every step.
     "paper": dict(seeds=(0, 1000), augment_pool=0),
 }
 
+#: Device types on which "auto" means the reference's counts; elsewhere it means the draft.
+_ACCELERATED = ("cuda", "mps")
 
-def make_config(preset: str = "standard", **overrides) -> SketchConfig:
-    """The preset's configuration with `overrides` (None values ignored), validated."""
-    if preset not in _PRESETS:
+
+def resolve_preset(preset: str, device_type: str) -> str:
+    """The preset a run uses: "auto" is `standard` on a GPU (CUDA or Apple MPS) and `preview`
+    on a CPU; any other name is itself."""
+    if preset == "auto":
+        return "standard" if device_type in _ACCELERATED else "preview"
+    return preset
+
+
+def preset_seeds(preset: str, seed: int) -> tuple[int, ...]:
+    """A user's single seed, as the preset runs it: `paper` also runs seed + 1000."""
+    return tuple(seed + offset for offset in range(0, 1000 * len(_PRESETS[preset]["seeds"]), 1000))
+
+
+def make_config(preset: str = "standard", *, device_type: str = "cpu", seed: int | None = None,
+                **overrides) -> SketchConfig:
+    """The preset's configuration with `overrides` (None values ignored), validated.
+
+    preset: a name of PRESETS; "auto" is resolved for `device_type` ("cpu", "cuda", "mps").
+    seed: the user's seed, expanded to the preset's seeds (an explicit `seeds` wins).
+    """
+    if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    values = dict(_PRESETS[preset])
+    ran = resolve_preset(preset, device_type)
+    values = dict(_PRESETS[ran])
+    if seed is not None:
+        if seed < 0:
+            raise ConfigError(f"--seed must be 0 or more, not {seed}.")
+        values["seeds"] = preset_seeds(ran, seed)
     values.update({key: value for key, value in overrides.items() if value is not None})
     known = {item.name for item in dataclasses.fields(SketchConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}.")
-    return SketchConfig(preset=preset, **values).validate()
+    return SketchConfig(preset=ran, preset_requested=preset, **values).validate()
+
+
+def step_counts(config: SketchConfig, regions: list[str]) -> dict:
+    """The training steps a run makes, for the user: per region and layer the fidelity steps,
+    the steps per simplicity row, and the seeds each sketch is tried with."""
+    return {
+        "fidelity": {region: {str(layer): config.fidelity_iterations(region, layer)
+                              for layer in config.layers} for region in regions},
+        "row_steps": config.simplicity_steps,
+        "rows": config.simplicity_rows,
+        "seeds": list(config.seeds),
+    }
 
 
 def config_dict(config: SketchConfig) -> dict:

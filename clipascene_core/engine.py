@@ -1,12 +1,13 @@
 """The batched training loop every matrix cell shares.
 
 A *task* is anything that draws strokes and learns from CLIP layer losses: a fidelity cell
-(`fidelity.FidelityTask`) or a simplicity chain (`simplicity.SimplicityChain`). Per step the
+(`fidelity.FidelityTask`) or one run of a simplicity row (`simplicity.SimplicityRowTask`). Per step the
 engine renders the sketches of all active tasks together, sends them with their augmentations
 through CLIP as one batch, and hands each task its own losses and gradients. Tasks own their
 parameters and optimisers, and CLIP has no interaction between images, so each task trains
-exactly as it would alone. A task that finishes can start new ones (a column's simplicity
-chain starts the moment its fidelity sketch is final), so cells never wait on unrelated cells.
+exactly as it would alone. A task that finishes can start new ones (a column's first
+simplicity row starts the moment its fidelity sketch is final), so cells never wait on
+unrelated cells.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from .augment import apply_grids
 from .losses import layer_loss
 from .models import ClipEncoder
-from .render import bezier_samples, render_strokes
+from .render import Renderer, bezier_samples, get_renderer
 from .targets import TargetBank
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ def strokes_on_canvas(points: torch.Tensor, widths: torch.Tensor | float, size: 
     return inside.any(-1)
 
 
-def render_batch(sketches: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -> torch.Tensor:
+def render_batch(sketches: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int,
+                 renderer: Renderer | None = None) -> torch.Tensor:
     """Render (points, widths) of several tasks as one batch: (T, 3, size, size) in [0, 1].
 
     Tasks with fewer strokes are padded with zero-width strokes, which draw nothing.
@@ -119,7 +121,7 @@ def render_batch(sketches: Sequence[tuple[torch.Tensor, torch.Tensor]], size: in
             widths = torch.cat([widths, widths.new_zeros(missing)])
         all_points.append(points)
         all_widths.append(widths)
-    paper = render_strokes(torch.stack(all_points), torch.stack(all_widths), size, size)
+    paper = (renderer or get_renderer())(torch.stack(all_points), torch.stack(all_widths), size, size)
     return paper.unsqueeze(1).expand(-1, 3, -1, -1)
 
 
@@ -163,11 +165,13 @@ class Engine:
     """Runs tasks to completion; see the module docstring."""
 
     def __init__(self, encoder: ClipEncoder, bank: TargetBank, canvas_size: int = 224,
-                 cells_per_batch: int | None = None) -> None:
+                 cells_per_batch: int | None = None, renderer: str = "torch") -> None:
         """cells_per_batch: how many tasks share one CLIP batch; None = all of them on a GPU,
         one at a time on the CPU, where a larger batch costs more per image (measured in
-        docs/performance.md). Results are the same either way."""
+        docs/performance.md). Results are the same either way. renderer: "torch" or "diffvg"
+        (see render.get_renderer)."""
         self.encoder = encoder
+        self.renderer = get_renderer(renderer)
         self.bank = bank
         self.canvas_size = canvas_size
         if cells_per_batch is None:
@@ -217,7 +221,7 @@ class Engine:
     def _train_step(self, active: list[Task], grids: torch.Tensor,
                     augmented: dict[str, dict[int, torch.Tensor]]) -> list:
         sketches = [task.sketch() for task in active]
-        images = render_batch(sketches, self.canvas_size)
+        images = render_batch(sketches, self.canvas_size, self.renderer)
         losses = cell_layer_losses(self.encoder, self.bank, images,
                                    [(task.target, task.layers) for task in active], grids, augmented)
         terms = [task.loss_terms(task_losses) for task, task_losses in zip(active, losses, strict=True)]
@@ -258,7 +262,7 @@ class Engine:
         pending = [(task, sketch) for task, sketch in pending if sketch is not None]
         if not pending:
             return []
-        images = render_batch([sketch for _, sketch in pending], self.canvas_size)
+        images = render_batch([sketch for _, sketch in pending], self.canvas_size, self.renderer)
         empty = torch.empty(0, self.canvas_size, self.canvas_size, 2, device=images.device)
         losses = cell_layer_losses(self.encoder, self.bank, images,
                                    [(task.target, task.layers) for task, _ in pending], empty,

@@ -17,7 +17,7 @@ import torch
 
 from .config import SketchConfig
 from .engine import Engine, LayerLosses, Progress, Task, strokes_on_canvas
-from .losses import gradnorm_weights, mean_abs_gradient
+from .losses import gradnorm_factors, set_gradients
 from .models import ClipEncoder
 from .networks import LocationMLP
 from .targets import TargetBank
@@ -58,6 +58,8 @@ class FidelityResult:
     initial_loss: float
     best_loss: float
     best_step: int
+    #: The raw clean loss of each of the cell's layers at the best checkpoint.
+    best_layer_losses: dict[int, float]
     eval_losses: list[tuple[int, float]]
     seconds: float
     mlp_state: dict = field(repr=False, default_factory=dict)
@@ -65,21 +67,27 @@ class FidelityResult:
 
 
 def loss_terms(config: SketchConfig, region: str, layer: int) -> list[tuple[int, float]]:
-    """(layer, weight) terms of a cell's CLIP loss.
+    """(layer, coefficient) of each CLIP loss term of a cell, the column's own layer first.
 
-    Objects keep a 0.5-weighted layer-4 anchor beside their column's layer (balanced by
-    gradnorm); a column at the anchor layer itself has one term with both weights.
+    As the reference sets its layer weights (scripts/generate_fidelity_levels.py): 1 on the
+    column's layer, and for objects 0.5 on the layer-4 anchor, which the column's weight
+    overrides when the column is layer 4 itself (a single term, coefficient 1).
     """
-    if region != "object":
-        return [(layer, config.layer_weight)]
-    if layer == config.anchor_layer:
-        return [(layer, config.layer_weight + config.anchor_weight)]
-    return [(layer, config.layer_weight), (config.anchor_layer, config.anchor_weight)]
+    terms = [(layer, config.layer_weight)]
+    if region == "object" and layer != config.anchor_layer:
+        terms.append((config.anchor_layer, config.anchor_weight))
+    return terms
 
 
 def weighted_clean_loss(terms: list[tuple[int, float]], losses: LayerLosses) -> float:
-    """The clean pair's loss of a cell: its weighted layer terms, without gradnorm."""
+    """The clean pair's loss of a cell, sum of coefficient x layer loss (no gradnorm weights:
+    they change every step, so checkpoints compare on fixed coefficients)."""
     return sum(weight * float(losses[layer][1]) for layer, weight in terms)
+
+
+def clean_layer_losses(terms: list[tuple[int, float]], losses: LayerLosses) -> dict[int, float]:
+    """The clean pair's raw loss per layer of a cell, {layer: L_layer}."""
+    return {layer: float(losses[layer][1]) for layer, _ in terms}
 
 
 class FidelityTask(Task):
@@ -117,7 +125,9 @@ class FidelityTask(Task):
         return self._points, widths
 
     def loss_terms(self, losses: LayerLosses) -> list[torch.Tensor]:
-        return [weight * losses[layer][0] for layer, weight in self.terms]
+        # Raw per-layer losses: gradnorm measures their gradients before the coefficients
+        # apply (reference models/loss.py), so the 0.5 anchor keeps its weight.
+        return [losses[layer][0] for layer in self.layers]
 
     def apply(self, gradients: list[list[torch.Tensor | None]], losses: LayerLosses) -> list:
         step = self.steps_done + 1
@@ -130,7 +140,7 @@ class FidelityTask(Task):
             self.history.append((step, clean))
             if clean < self.best["loss"]:
                 self.best = {
-                    "loss": clean, "step": step,
+                    "loss": clean, "step": step, "layers": clean_layer_losses(self.terms, losses),
                     "points": self._points.detach().cpu().double().numpy(),
                     "mlp": copy.deepcopy(self.mlp.state_dict()),
                     "optim": copy.deepcopy(self.optimizer.state_dict()),
@@ -145,12 +155,9 @@ class FidelityTask(Task):
         return [self._result()]
 
     def _set_gradients(self, gradients: list[list[torch.Tensor | None]]) -> None:
-        """Gradnorm over the cell's terms (a single term keeps weight 1)."""
-        weights = gradnorm_weights([mean_abs_gradient(term) for term in gradients])
-        for index, parameter in enumerate(self.parameters()):
-            parts = [weight * term[index] for weight, term in zip(weights, gradients, strict=True)
-                     if term[index] is not None]
-            parameter.grad = sum(parts) if parts else None
+        """sum_k c_k w_k grad L_k, gradnorm's w_k measured on MLP_loc (a single term: w = 1)."""
+        factors = gradnorm_factors(gradients, [weight for _, weight in self.terms], slice(None))
+        set_gradients(self.parameters(), gradients, factors)
 
     def _result(self) -> FidelityResult:
         points = self.best["points"]
@@ -159,7 +166,8 @@ class FidelityTask(Task):
         return FidelityResult(
             cell=self.cell, points=points, on_canvas=on_canvas.numpy(),
             initial_loss=self.initial_loss, best_loss=self.best["loss"],
-            best_step=self.best["step"], eval_losses=self.history,
+            best_step=self.best["step"], best_layer_losses=self.best["layers"],
+            eval_losses=self.history,
             seconds=time.perf_counter() - self.started,
             mlp_state=self.best["mlp"], optimizer_state=self.best["optim"],
         )
@@ -175,7 +183,7 @@ def train_fidelity(
 ) -> list[FidelityResult]:
     """Train fidelity cells together; results in the order of `cells`."""
     tasks = [FidelityTask(cell, config, bank.device) for cell in cells]
-    results = Engine(encoder, bank, config.canvas_size, config.cells_per_batch).run(
+    results = Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer).run(
         tasks, on_progress=on_progress, should_stop=should_stop)
     by_cell = {id(result.cell): result for result in results}
     return [by_cell[id(cell)] for cell in cells]

@@ -14,14 +14,27 @@ import torch.nn.functional as F
 from .models import ClipEncoder
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (H, W) with reflected borders; kernel radius 3 sigma."""
-    radius = max(1, math.ceil(3 * sigma))
+#: Rec. 709 luma weights, as skimage.color.rgb2gray (what the reference's XDoG uses).
+LUMA_709 = (0.2125, 0.7154, 0.0721)
+
+
+def _reflect_indices(size: int, radius: int) -> torch.Tensor:
+    """Indices of a row padded by `radius` on both sides with half-sample symmetric
+    reflection (d c b a | a b c d | d c b a), the boundary of scipy.ndimage's 'reflect'."""
+    index = torch.arange(-radius, size + radius) % (2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian blur of (H, W) as scipy.ndimage.gaussian_filter computes it:
+    kernel radius int(truncate * sigma + 0.5), half-sample symmetric borders."""
+    radius = int(truncate * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = torch.exp(-0.5 * offsets**2 / sigma**2)
     kernel = kernel / kernel.sum()
-    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="reflect")
-    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    height, width = image.shape
+    padded = image[_reflect_indices(height, radius)][:, _reflect_indices(width, radius)]
+    blurred = F.conv2d(padded[None, None], kernel.view(1, 1, 1, -1))
     blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1))
     return blurred[0, 0]
 
@@ -29,20 +42,26 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 def xdog_edges(image: torch.Tensor) -> torch.Tensor:
     """Binary XDoG edge map of (3, H, W) RGB in [0, 1]: 1 on edges, 0 elsewhere.
 
-    D = G(0.8) - 0.98 G(8) on the grey image; response 1 where D < -0.1, else 1 + tanh(200 D);
-    min-max normalised, then edges are the pixels below Otsu's threshold (dark lines).
+    As the reference (models/painter_params.py, XDoG_ on the attention input): the luma of
+    the CLIP-normalised image; D = G(0.8) - 0.98 G(8); response 1 where D < -0.1, else
+    1 + tanh(200 D); min-max normalised; edges are the pixels below Otsu's threshold.
     """
+    from .models import CLIP_MEAN, CLIP_STD
+
     # On the CPU in float64: cheap at 224 px, and Apple's MPS has no float64.
-    image = image.detach().cpu()
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double()
+    image = image.detach().cpu().double()
+    mean = torch.tensor(CLIP_MEAN, dtype=image.dtype).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=image.dtype).view(3, 1, 1)
+    normalised = (image - mean) / std
+    grey = sum(weight * channel for weight, channel in zip(LUMA_709, normalised, strict=True))
     difference = gaussian_blur(grey, 0.8) - 0.98 * gaussian_blur(grey, 8.0)
     response = torch.where(difference < -0.1, torch.ones_like(difference),
                            1.0 + torch.tanh(200.0 * difference))
     response = response - response.min()
     response = response / response.max().clamp_min(1e-12)
-    threshold = otsu_threshold(response.cpu().numpy())
+    threshold = otsu_threshold(response.numpy())
     # Low response = dark XDoG line = edge.
-    return (response <= threshold).to(image.dtype)
+    return (response < threshold).float()
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:

@@ -41,3 +41,28 @@ def gradnorm_weights(magnitudes: Sequence[float | torch.Tensor]) -> list[float]:
     if total <= 0:
         return [1.0 / count] * count
     return [(total - value) / ((count - 1) * total) for value in values]
+
+
+Gradients = list[torch.Tensor | None]
+
+
+def gradnorm_factors(term_gradients: Sequence[Gradients], coefficients: Sequence[float],
+                     measured: slice) -> list[float]:
+    """Factors f_k = c_k * w_k of the update sum_k f_k grad L_k (reference models/loss.py).
+
+    term_gradients[k]: the gradients of the raw loss L_k w.r.t. a task's parameters; gradnorm's
+    w_k come from their mean |g| over the parameters `measured` picks (MLP_loc in the fidelity
+    stage, MLP_simp in the simplicity stage); coefficients c_k apply afterwards.
+    """
+    weights = gradnorm_weights([mean_abs_gradient(term[measured]) for term in term_gradients])
+    return [coefficient * weight for coefficient, weight in zip(coefficients, weights, strict=True)]
+
+
+def set_gradients(parameters: Sequence[torch.nn.Parameter], term_gradients: Sequence[Gradients],
+                  factors: Sequence[float]) -> None:
+    """parameter.grad = sum_k factors[k] * term_gradients[k][parameter] (None when no term
+    reaches the parameter)."""
+    for index, parameter in enumerate(parameters):
+        parts = [factor * term[index] for factor, term in zip(factors, term_gradients, strict=True)
+                 if term[index] is not None]
+        parameter.grad = sum(parts) if parts else None

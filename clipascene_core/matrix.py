@@ -27,14 +27,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import __version__
-from .config import SketchConfig, config_dict
+from .config import SketchConfig, config_dict, step_counts
 from .engine import Engine, Progress
 from .fidelity import FidelityCell, FidelityResult, FidelityTask, loss_terms
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_png
 from .imageio import CanvasFrame, InputImage, load_image, to_canvas_tensor
 from .init import initialise_strokes, saliency_map
 from .models import ClipEncoder
-from .simplicity import SimplicityChain, SimplicityLevel
+from .simplicity import RowRun, SimplicityColumn
 from .strokes import StrokeSet, svg_document
 from .targets import TargetBank
 
@@ -65,7 +65,9 @@ class RegionPlan:
     """One region's target and how its canvas maps to the input image.
 
     to_image: canvas px of this region -> input image px (points (..., 2)); width_scale:
-    canvas px -> input px for stroke widths.
+    canvas px -> input px for stroke widths: the scene canvas's scale for every region, so a
+    re-framed object's lines keep the weight they were drawn with, like the background's
+    (the reference maps the object's points back, not its widths).
     """
 
     name: str
@@ -202,6 +204,10 @@ class MatrixWriter:
         atomic_write_png(self.out_dir / "grid.png", sheet)
 
 
+def _by_layer(losses: dict[int, float]) -> dict[str, float]:
+    return {str(layer): value for layer, value in losses.items()}
+
+
 def _region_label(name: str) -> str:
     return "foreground" if name == "object" else name
 
@@ -233,7 +239,7 @@ def plan_regions(source: InputImage, config: SketchConfig, device: torch.device,
                                  frame.scale),
         "object": RegionPlan("object", foreground_target(split, frame).to(device),
                              lambda points: frame.to_image(object_frame.apply(points)),
-                             frame.scale * object_frame.scale),
+                             frame.scale),
     }
     outline = mask_outline(split.mask, frame.image_width, frame.image_height)
     info["object_frame"] = {"scale": object_frame.scale, "tx": object_frame.tx, "ty": object_frame.ty}
@@ -301,6 +307,8 @@ def sketch_matrix(
                   "canvas_scale": frame.scale, "canvas_offset": list(frame.offset)},
         "model": {"clip": encoder.info.model, "weights": encoder.info.weights,
                   "meaningful": encoder.info.meaningful, "device": str(device)},
+        "preset": {"requested": config.preset_requested, "ran": config.preset,
+                   "steps": step_counts(config, list(regions))},
         "layers": list(config.layers),
         "rows": config.simplicity_rows + 1,
         "regions": [_region_label(name) for name in regions],
@@ -317,12 +325,17 @@ def sketch_matrix(
     pending_seeds = {(cell.region, cell.layer): len(config.seeds) for cell in cells}
 
     def on_finished(result) -> list:
-        if isinstance(result, SimplicityLevel):
-            writer.add(result.region, result.row, result.layer, result.points, result.keep, {
-                "strokes": result.strokes, "ratio": result.ratio, "clip_loss": result.clip_loss,
-                "sparsity": result.sparsity, "chosen_step": result.chosen_step,
-                "eval_losses": result.eval_losses, "seconds": round(result.seconds, 3)})
-            return []
+        if isinstance(result, RowRun):
+            level, tasks = result.column.receive(result)
+            if level is not None:
+                writer.add(level.region, level.row, level.layer, level.points, level.keep, {
+                    "strokes": level.strokes, "expected_strokes": round(level.expected_strokes, 3),
+                    "probability_sum": round(level.probability_sum, 3), "ratio": level.ratio,
+                    "clip_loss": level.clip_loss, "layer_losses": _by_layer(level.layer_losses),
+                    "sparsity": level.sparsity, "seed": level.seed,
+                    "chosen_step": level.chosen_step, "eval_losses": level.eval_losses,
+                    "seconds": round(level.seconds, 3)})
+            return tasks
         key = (result.cell.region, result.cell.layer)
         writer.state.fidelity.setdefault(key, []).append(result)
         pending_seeds[key] -= 1
@@ -334,18 +347,18 @@ def sketch_matrix(
             "strokes": int(best.on_canvas.sum()),
             "dropped_off_canvas": int((~best.on_canvas).sum()), "seed": best.cell.seed,
             "iterations": best.cell.iterations, "initial_loss": best.initial_loss,
-            "clip_loss": best.best_loss, "best_step": best.best_step,
+            "clip_loss": best.best_loss, "layer_losses": _by_layer(best.best_layer_losses),
+            "best_step": best.best_step,
             "eval_losses": [[step, loss] for step, loss in best.eval_losses],
             "seeds_tried": {str(item.cell.seed): item.best_loss for item in tried},
             "seconds": round(best.seconds, 3)})
-        if config.simplicity_rows == 0:
-            return []
-        return [SimplicityChain(best, config, device)]
+        return SimplicityColumn(best, config, device).start()
 
     emit("stage", text="training")
     prepared = time.perf_counter()
-    chain_steps = len(regions) * len(config.layers) * config.simplicity_rows * config.simplicity_steps
-    Engine(encoder, bank, config.canvas_size, config.cells_per_batch).run(
+    chain_steps = (len(regions) * len(config.layers) * len(config.seeds) * config.simplicity_rows
+                   * config.simplicity_steps)
+    Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer).run(
         [FidelityTask(cell, config, device) for cell in cells], on_finished=on_finished,
         on_progress=lambda progress: emit("progress", progress=progress), should_stop=should_stop,
         extra_steps=chain_steps)

@@ -149,7 +149,10 @@ def load_clip(
     name = _TINY_CONFIG_NAME if model == TINY_CLIP_MODEL else model
     if open_clip.get_model_config(name) is None:
         raise WeightsError(f"unknown CLIP model {model!r}; use {DEFAULT_CLIP_MODEL} or tiny-test.")
-    quick_gelu = name == DEFAULT_CLIP_MODEL  # OpenAI's ViT-B/32 was trained with QuickGELU
+    # OpenAI's weights were trained with QuickGELU, and open_clip does not set it for
+    # pretrained="openai" (it only warns): every path that may load them builds QuickGELU.
+    # The tiny test model is of the same family (its config says so).
+    quick_gelu = weights == "openai" or name in (DEFAULT_CLIP_MODEL, _TINY_CONFIG_NAME)
     cache = Path(cache_dir) if cache_dir else models_dir()
     if weights == "random":
         # open_clip warns on the root logger that no weights were loaded: that is the point.
@@ -166,7 +169,8 @@ def load_clip(
     elif weights == "openai":
         cache.mkdir(parents=True, exist_ok=True)
         try:
-            clip = open_clip.create_model(name, pretrained="openai", cache_dir=str(cache))
+            clip = open_clip.create_model(name, pretrained="openai", cache_dir=str(cache),
+                                          force_quick_gelu=quick_gelu)
         except Exception as error:  # open_clip raises RuntimeError or hub/network errors
             raise WeightsError(
                 f"the CLIP {model} OpenAI weights are not available ({_first_line(error)}). "

@@ -372,7 +372,7 @@ def split_scene(
     notices: list[str] = []
     if user_mask is not None:
         # The user's drawing is taken as meant: several parts of any size may be the object.
-        mask = load_user_mask(user_mask, working.size, (image.width, image.height))
+        mask = salient = load_user_mask(user_mask, working.size, (image.width, image.height))
         components, mask_method = _count_components(mask), "user"
     else:
         if saliency is None:
@@ -385,6 +385,9 @@ def split_scene(
         else:
             salient, mask_method = fallback_mask(working), "fallback"
         mask, components = clean_components(salient)
+    # The inpainting hole is the raw mask dilated, specks included (as the reference): a speck
+    # of the object left in the background would be sketched there.
+    hole = dilate_for_inpainting(salient)
     if not mask.any():
         notices.append(NO_OBJECT_NOTICE)
         blank = Image.new("RGB", working.size, (255, 255, 255))
@@ -394,7 +397,6 @@ def split_scene(
     if inpainting is None:
         inpainting = _load_model(LAMA, "LaMa", models_dir, INPAINTING_FALLBACK,
                                  lambda path: InpaintingModel(path, device), notices)
-    hole = dilate_for_inpainting(mask)
     if inpainting is not None:
         background, inpaint_method = inpainting.inpaint(working, hole), "lama"
     else:

@@ -35,6 +35,8 @@ from collections.abc import Callable
 
 import torch
 
+from .config import ConfigError
+
 #: Width in pixels of the smoothstep ramp that anti-aliases stroke edges.
 FILTER_WIDTH = 1.25
 _FILTER_HALF = FILTER_WIDTH / 2
@@ -444,22 +446,20 @@ def available_backends() -> list[str]:
     return ["torch", "diffvg"] if _diffvg_importable() else ["torch"]
 
 
-def get_renderer(name: str = "auto") -> Renderer:
+def get_renderer(name: str = "torch") -> Renderer:
     """A callable with `render_strokes`' signature and semantics.
 
-    name: "auto" (diffvg when importable, else torch), "torch" or "diffvg".
+    name: "torch" (the built-in renderer, the default) or "diffvg" (only when asked for, and
+    only where `import pydiffvg` works; otherwise a ConfigError says how to get it).
     """
     if name == "torch":
         return render_strokes
-    if name == "auto":
-        return _render_diffvg if _diffvg_importable() else render_strokes
     if name == "diffvg":
         if not _diffvg_importable():
-            raise RuntimeError(
-                "The diffvg renderer needs the `pydiffvg` module, which could not be imported. "
-                "No package index ships it: build it from https://github.com/BachiLi/diffvg "
-                "(`git clone --recursive`, then `python setup.py install` in this environment), "
-                "or use the built-in renderer with name='torch'."
+            raise ConfigError(
+                "the diffvg renderer needs the `pydiffvg` module, which could not be imported; "
+                "no package index ships it: build it from https://github.com/BachiLi/diffvg "
+                "in this environment, or use --renderer torch (the default)."
             )
         return _render_diffvg
-    raise ValueError(f"Unknown renderer {name!r}; choose one of 'auto', 'torch', 'diffvg'.")
+    raise ConfigError(f"unknown renderer {name!r}; choose torch or diffvg.")

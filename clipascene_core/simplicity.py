@@ -5,15 +5,20 @@ widths (removal = width 0). The ratio loss ties the sparsity to the CLIP loss wi
 ratio that halves down the column, so each level keeps fewer strokes. Both MLPs train; each
 level warm-starts from the chosen checkpoint of the level before.
 
-Better than the reference: a level's strokes are chosen deterministically (the noiseless
-soft mask above the reference's 0.7 threshold) and only among the strokes the level above
-kept, so rows are nested and the stroke count never grows down a column.
+Each row is trained once per seed (the `paper` preset: seeds 0 and 1000, as the reference),
+every run from the chosen checkpoint of the row above; the row keeps the checkpoint with the
+lowest sum of z-scores over all runs' evaluations.
+
+Better than the reference: a row's strokes are chosen deterministically and only among the
+strokes the row above kept, so rows are nested and the stroke count never grows down a
+column. The count is the reference's expected count (its random rule keeps stroke i when a
+fresh Gumbel-softmax sample exceeds 0.7), the strokes are the most probable ones.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -23,8 +28,8 @@ from torch import nn
 
 from .config import SketchConfig
 from .engine import LayerLosses, Task, strokes_on_canvas
-from .fidelity import FidelityResult, loss_terms, weighted_clean_loss
-from .losses import gradnorm_weights, mean_abs_gradient
+from .fidelity import FidelityResult, clean_layer_losses, loss_terms, weighted_clean_loss
+from .losses import gradnorm_factors, set_gradients
 from .networks import LocationMLP, SimplifyMLP
 
 logger = logging.getLogger(__name__)
@@ -41,12 +46,31 @@ def _keep_logits(probabilities: torch.Tensor) -> torch.Tensor:
                         (1 - probabilities).clamp_min(1e-12).log()], -1)
 
 
-def keep_threshold_mask(probabilities: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
-    """Deterministic keep decision: the noiseless Gumbel-softmax 'keep' value above threshold.
+def expected_kept(probabilities: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
+    """(...) expected number of strokes the reference keeps: sum over the last axis of
+    P(softmax(([log p, log(1 - p)] + Gumbel noise) / tau)[0] > threshold).
 
-    softmax([log p, log(1 - p)] / tau)[0] > threshold, the reference's rule without its noise.
+    The difference of two Gumbel variables is logistic, so each probability is
+    sigmoid(logit p - tau * logit threshold).
     """
-    return torch.softmax(_keep_logits(probabilities) / temperature, -1)[..., 0] > threshold
+    logits = _keep_logits(probabilities)
+    margin = logits[..., 0] - logits[..., 1] - temperature * math.log(threshold / (1 - threshold))
+    return torch.sigmoid(margin).sum(-1)
+
+
+def choose_kept(probabilities: torch.Tensor, in_play: torch.Tensor, temperature: float,
+                threshold: float) -> tuple[torch.Tensor, float]:
+    """Deterministic keep mask (N,) bool and the expected count it follows.
+
+    The k most probable strokes in play, k = the expected count of the reference's rule over
+    the strokes in play, rounded, at least 1 (0 only when nothing is in play).
+    """
+    expected = float(expected_kept(probabilities[in_play], temperature, threshold))
+    count = min(max(1, math.floor(expected + 0.5)), int(in_play.sum()))
+    scores = torch.where(in_play, probabilities, torch.full_like(probabilities, -1.0))
+    keep = torch.zeros_like(in_play)
+    keep[torch.argsort(scores, descending=True, stable=True)[:count]] = True
+    return keep, expected
 
 
 def gumbel_keep(probabilities: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -58,7 +82,10 @@ def gumbel_keep(probabilities: torch.Tensor, temperature: float, generator: torc
 
 
 def zscore_choice(rows: list[list[float]]) -> int:
-    """Index of the candidate with the lowest sum of per-column z-scores (lower is better)."""
+    """Index of the candidate with the lowest sum of per-column z-scores (lower is better).
+
+    A column with no spread adds nothing (the reference would divide by zero there).
+    """
     values = np.asarray(rows, dtype=np.float64)
     spread = values.std(axis=0)
     spread[spread == 0] = 1.0
@@ -68,10 +95,12 @@ def zscore_choice(rows: list[list[float]]) -> int:
 
 @dataclass
 class SimplicityLevel:
-    """One simplicity row of a column.
+    """One simplicity row of a column, as chosen among all its runs' evaluations.
 
     row: 1..R in the matrix; points: (N, 4, 2) canvas px of ALL strokes at the chosen step;
-    keep: (N,) bool, the strokes this row shows (a subset of the row above's).
+    keep: (N,) bool, the strokes this row shows (a subset of the row above's);
+    clip_loss: sum of coefficient x clean layer loss; layer_losses: the raw clean losses;
+    expected_strokes: the reference's expected count that `keep` follows.
     """
 
     region: str
@@ -81,7 +110,11 @@ class SimplicityLevel:
     points: np.ndarray
     keep: np.ndarray
     clip_loss: float
+    layer_losses: dict[int, float]
     sparsity: float
+    expected_strokes: float
+    probability_sum: float
+    seed: int
     chosen_step: int
     seconds: float
     eval_losses: list[dict] = field(default_factory=list)
@@ -91,53 +124,100 @@ class SimplicityLevel:
         return int(self.keep.sum())
 
 
-class SimplicityChain(Task):
-    """All simplicity levels of one (region, layer) column, from its fidelity result."""
+@dataclass
+class RowStart:
+    """Where a row's training starts: network weights, optimiser states (None: a fresh Adam,
+    or for MLP_simp fresh weights too), and the strokes still in play (N,) bool."""
+
+    location: dict
+    location_optimizer: dict | None
+    simplify: dict | None
+    simplify_optimizer: dict | None
+    allowed: np.ndarray
+
+
+@dataclass
+class RowCandidate:
+    """One evaluation of one run of a row: the kept strokes at that step, their losses, and
+    the state the next row would start from if this candidate is chosen."""
+
+    seed: int
+    step: int
+    layer_losses: dict[int, float]
+    clip: float
+    sparsity: float
+    expected: float
+    probability_sum: float
+    points: np.ndarray
+    keep: np.ndarray
+    state: RowStart = field(repr=False)
+
+    def summary(self) -> dict:
+        return {"seed": self.seed, "step": self.step, "clip": self.clip, "sparsity": self.sparsity,
+                "layers": {str(layer): value for layer, value in self.layer_losses.items()},
+                "expected_strokes": self.expected, "strokes": int(self.keep.sum())}
+
+
+@dataclass
+class RowRun:
+    """What one run (one seed) of a row hands back to its column."""
+
+    column: SimplicityColumn
+    row: int
+    candidates: list[RowCandidate]
+
+
+def _cpu_copy(state: dict) -> dict:
+    """A detached CPU copy of a (possibly nested) state dict, so snapshots cost no GPU memory."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _cpu_copy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_cpu_copy(value) for value in state]
+    return state
+
+
+class SimplicityRowTask(Task):
+    """One run of one simplicity row: MLP_loc and MLP_simp trained against the row's ratio."""
 
     stage = "simplicity"
 
-    def __init__(self, fidelity: FidelityResult, config: SketchConfig, device: torch.device) -> None:
-        cell = fidelity.cell
+    def __init__(self, column: SimplicityColumn, row: int, seed: int, start: RowStart) -> None:
+        config, device = column.config, column.device
+        self.column = column
         self.config = config
-        self.region = cell.region
-        self.layer = cell.layer
-        self.target = cell.region
-        self.terms = loss_terms(config, cell.region, cell.layer)
+        self.row = row
+        self.seed = seed
+        self.ratio = column.ratios[row - 1]
+        self.target = column.region
+        self.terms = column.terms
         self.layers = [layer for layer, _ in self.terms]
-        levels = config.simplicity_rows
-        self.ratios = ratio_schedule(1.0 / max(fidelity.best_loss, 1e-12),
-                                     config.simplicity_delta(cell.region, cell.layer), levels)
-        self.steps_per_level = config.simplicity_steps
-        self.total_steps = levels * self.steps_per_level
+        self.total_steps = config.simplicity_steps
         self.steps_done = 0
-        self.done = levels == 0
-        count = fidelity.points.shape[0]
+        self.done = False
         self.location = LocationMLP(
-            torch.from_numpy(cell.initial_points).float(), config.canvas_size,
-            config.location_hidden, config.location_residual_scale, seed=cell.seed,
+            torch.from_numpy(column.initial_points).float(), config.canvas_size,
+            config.location_hidden, config.location_residual_scale,
         ).to(device)
-        self.location.load_state_dict(fidelity.mlp_state)
+        self.location.load_state_dict(start.location)
+        self.simplify = SimplifyMLP(column.stroke_count, config.simplify_hidden,
+                                    config.simplify_input, seed=seed).to(device)
+        if start.simplify is not None:
+            self.simplify.load_state_dict(start.simplify)
         self.location_optimizer = torch.optim.Adam(self.location.parameters(), lr=config.lr_location)
-        if fidelity.optimizer_state:
-            # Optimizer.load_state_dict keeps the given tensors and updates them in place: a
-            # copy leaves the fidelity result intact for anyone else who reads it.
-            self.location_optimizer.load_state_dict(copy.deepcopy(fidelity.optimizer_state))
-        self.simplify = SimplifyMLP(count, config.simplify_hidden, config.simplify_input,
-                                    seed=cell.seed).to(device)
         self.simplify_optimizer = torch.optim.Adam(self.simplify.parameters(), lr=config.lr_simplify)
+        if start.location_optimizer is not None:
+            self.location_optimizer.load_state_dict(start.location_optimizer)
+        if start.simplify_optimizer is not None:
+            self.simplify_optimizer.load_state_dict(start.simplify_optimizer)
         self.generator = torch.Generator().manual_seed(
-            _chain_seed(cell.seed, cell.region, cell.layer))
-        # Strokes still in play: those on the canvas in the fidelity sketch, and afterwards
-        # those the previous level kept.
-        self.allowed = torch.from_numpy(fidelity.on_canvas.copy()).to(device)
-        self.level = 0
-        self.level_step = 0
-        self.candidates: list[dict] = []
-        self.level_started = time.perf_counter()
+            _chain_seed(seed, column.region, column.layer, row))
+        self.allowed = torch.from_numpy(start.allowed.copy()).to(device)
+        self.candidates: list[RowCandidate] = []
         self._eval_due = False
         self._current: dict = {}
-
-    # --- the task interface ----------------------------------------------------------------
+        self._pending: dict = {}
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.location.parameters()) + list(self.simplify.parameters())
@@ -155,40 +235,30 @@ class SimplicityChain(Task):
         return points, self.config.stroke_width * mask
 
     def loss_terms(self, losses: LayerLosses) -> list[torch.Tensor]:
-        clip = sum(weight * losses[layer][0] for layer, weight in self.terms)
+        """Each CLIP layer's raw loss, then L_sparse (reference models/loss.py)."""
         sparsity = self._current["mask"].sum() / self._current["inside_count"]
-        self._current.update(clip=float(clip.detach()), sparsity=float(sparsity.detach()))
-        return [clip, sparsity]
+        clip = [losses[layer][0] for layer in self.layers]
+        self._current.update(clip=sum(float(term.detach()) for term in clip),
+                             sparsity=float(sparsity.detach()))
+        return clip + [sparsity]
 
     def apply(self, gradients: list[list[torch.Tensor | None]], losses: LayerLosses) -> list:
-        clip_gradients, sparsity_gradients = gradients
-        # The total loss is gradnorm(w1 * clip + w2 * sparsity) + (sparsity - r * clip)^2; its
-        # gradient is a combination of the two terms' gradients, so no extra CLIP backward.
+        # Total = sum_k c_k w_k L_k + w_s L_sparse + (L_sparse - r sum_k L_k)^2, with gradnorm's
+        # w measured on MLP_simp and the raw sum of CLIP layer losses in the ratio term. Its
+        # gradient is a combination of the terms' gradients: no extra CLIP backward.
         simplify_count = len(list(self.simplify.parameters()))
-        weights = gradnorm_weights([
-            mean_abs_gradient(clip_gradients[-simplify_count:]),
-            mean_abs_gradient(sparsity_gradients[-simplify_count:]),
-        ])
-        ratio = self.ratios[self.level]
-        excess = self._current["sparsity"] - ratio * self._current["clip"]
-        clip_factor = weights[0] - 2 * excess * ratio
-        sparsity_factor = weights[1] + 2 * excess
-        for parameter, clip_grad, sparsity_grad in zip(
-            self.parameters(), clip_gradients, sparsity_gradients, strict=True
-        ):
-            parts = []
-            if clip_grad is not None:
-                parts.append(clip_factor * clip_grad)
-            if sparsity_grad is not None:
-                parts.append(sparsity_factor * sparsity_grad)
-            parameter.grad = sum(parts) if parts else None
+        coefficients = [weight for _, weight in self.terms] + [1.0]
+        factors = gradnorm_factors(gradients, coefficients, slice(-simplify_count, None))
+        excess = self._current["sparsity"] - self.ratio * self._current["clip"]
+        factors = [factor - 2 * excess * self.ratio for factor in factors[:-1]] + [
+            factors[-1] + 2 * excess]
+        set_gradients(self.parameters(), gradients, factors)
         self.location_optimizer.step()
         self.simplify_optimizer.step()
         self.location_optimizer.zero_grad(set_to_none=True)
         self.simplify_optimizer.zero_grad(set_to_none=True)
         self.steps_done += 1
-        self.level_step += 1
-        self._eval_due = self.level_step in self.config.simplicity_eval_steps()
+        self._eval_due = self.steps_done in self.config.simplicity_eval_steps()
         return []
 
     def pending_eval(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -196,75 +266,113 @@ class SimplicityChain(Task):
             return None
         with torch.no_grad():
             points = self.location()
+            probabilities = self.simplify()
             inside = strokes_on_canvas(points, self.config.stroke_width, self.config.canvas_size)
-            keep = keep_threshold_mask(self.simplify(), self.config.gumbel_temperature,
-                                       self.config.keep_threshold) & inside & self.allowed
-            if not keep.any():
-                # A sketch keeps at least one stroke: the most probable of those in play.
-                candidates = inside & self.allowed if (inside & self.allowed).any() else self.allowed
-                scores = torch.where(candidates, self.simplify(), torch.full_like(self.simplify(), -1))
-                keep = torch.zeros_like(keep)
-                keep[int(scores.argmax())] = True
-        self._pending = {"points": points, "keep": keep,
+            in_play = inside & self.allowed
+            if not in_play.any():
+                in_play = self.allowed if self.allowed.any() else torch.ones_like(self.allowed)
+            keep, expected = choose_kept(probabilities, in_play, self.config.gumbel_temperature,
+                                         self.config.keep_threshold)
+        self._pending = {"points": points, "keep": keep, "expected": expected,
+                         "probability_sum": float(probabilities[in_play].sum()),
                          "inside_count": max(float(inside.sum()), 1.0)}
         return points, self.config.stroke_width * keep.to(points.dtype)
 
     def record_eval(self, losses: LayerLosses) -> list:
         self._eval_due = False
-        keep = self._pending["keep"]
-        clip = weighted_clean_loss(self.terms, losses)
-        sparsity = float(keep.sum()) / self._pending["inside_count"]
-        ratio = self.ratios[self.level]
-        self.candidates.append({
-            "step": self.level_step, "clip": clip, "sparsity": sparsity,
-            "ratio_loss": (sparsity - ratio * clip) ** 2,
-            "points": self._pending["points"].detach().cpu().double().numpy(),
-            "keep": keep.cpu().numpy(),
-            "state": self._snapshot(),
-        })
-        if self.level_step < self.steps_per_level:
+        pending = self._pending
+        keep = pending["keep"].cpu().numpy()
+        self.candidates.append(RowCandidate(
+            seed=self.seed, step=self.steps_done,
+            layer_losses=clean_layer_losses(self.terms, losses),
+            clip=weighted_clean_loss(self.terms, losses),
+            sparsity=float(keep.sum()) / pending["inside_count"],
+            expected=pending["expected"], probability_sum=pending["probability_sum"],
+            points=pending["points"].detach().cpu().double().numpy(), keep=keep,
+            state=RowStart(
+                location=_cpu_copy(self.location.state_dict()),
+                location_optimizer=_cpu_copy(self.location_optimizer.state_dict()),
+                simplify=_cpu_copy(self.simplify.state_dict()),
+                simplify_optimizer=_cpu_copy(self.simplify_optimizer.state_dict()),
+                allowed=keep,
+            ),
+        ))
+        if self.steps_done < self.total_steps:
             return []
-        return [self._finish_level()]
+        self.done = True
+        return [RowRun(self.column, self.row, self.candidates)]
 
-    # --- levels ----------------------------------------------------------------------------
 
-    def _snapshot(self) -> dict:
-        return copy.deepcopy({
-            "location": self.location.state_dict(),
-            "simplify": self.simplify.state_dict(),
-            "location_optimizer": self.location_optimizer.state_dict(),
-            "simplify_optimizer": self.simplify_optimizer.state_dict(),
-        })
+class SimplicityColumn:
+    """The simplicity rows of one (region, layer) column, from its fidelity result.
 
-    def _finish_level(self) -> SimplicityLevel:
-        choice = zscore_choice([[c["clip"], c["sparsity"], c["ratio_loss"]] for c in self.candidates])
-        chosen = self.candidates[choice]
-        level = SimplicityLevel(
-            region=self.region, layer=self.layer, row=self.level + 1, ratio=self.ratios[self.level],
-            points=chosen["points"], keep=chosen["keep"], clip_loss=chosen["clip"],
-            sparsity=chosen["sparsity"], chosen_step=chosen["step"],
-            seconds=time.perf_counter() - self.level_started,
-            eval_losses=[{key: c[key] for key in ("step", "clip", "sparsity", "ratio_loss")}
-                         for c in self.candidates],
-        )
-        # The next level starts from the chosen checkpoint, among the strokes it kept.
-        state = chosen["state"]
-        self.location.load_state_dict(state["location"])
-        self.simplify.load_state_dict(state["simplify"])
-        self.location_optimizer.load_state_dict(state["location_optimizer"])
-        self.simplify_optimizer.load_state_dict(state["simplify_optimizer"])
-        self.allowed = torch.from_numpy(chosen["keep"]).to(self.allowed.device)
-        self.level += 1
-        self.level_step = 0
-        self.candidates = []
-        self.level_started = time.perf_counter()
-        self.done = self.level >= len(self.ratios)
+    `start()` gives the tasks of row 1; `receive(run)` takes each finished run and, once every
+    seed's run of a row is in, returns that row and the tasks of the next one.
+    """
+
+    def __init__(self, fidelity: FidelityResult, config: SketchConfig, device: torch.device) -> None:
+        cell = fidelity.cell
+        self.fidelity = fidelity
+        self.config = config
+        self.device = device
+        self.region = cell.region
+        self.layer = cell.layer
+        self.terms = loss_terms(config, cell.region, cell.layer)
+        self.initial_points = cell.initial_points
+        self.stroke_count = fidelity.points.shape[0]
+        # r_1 = 1 / the raw sum of the column's clean layer losses at its best checkpoint
+        # (reference scripts_utils.get_ratios_dict; a layer-4 object column counts L_4 once).
+        self.ratios = ratio_schedule(1.0 / max(sum(fidelity.best_layer_losses.values()), 1e-12),
+                                     config.simplicity_delta(cell.region, cell.layer),
+                                     config.simplicity_rows)
+        self.runs: dict[int, list[RowRun]] = {}
+        self.started = time.perf_counter()
+
+    @property
+    def steps(self) -> int:
+        """Training steps of all rows and seeds."""
+        return len(self.ratios) * len(self.config.seeds) * self.config.simplicity_steps
+
+    def start(self) -> list[Task]:
+        # Row 1 loads MLP_loc's weights but gives it a fresh Adam (reference scripts/run_ratio.py).
+        first = RowStart(self.fidelity.mlp_state, None, None, None, self.fidelity.on_canvas.copy())
+        return self._row_tasks(1, first) if self.ratios else []
+
+    def _row_tasks(self, row: int, start: RowStart) -> list[Task]:
+        return [SimplicityRowTask(self, row, seed, start) for seed in self.config.seeds]
+
+    def receive(self, run: RowRun) -> tuple[SimplicityLevel | None, list[Task]]:
+        runs = self.runs.setdefault(run.row, [])
+        runs.append(run)
+        if len(runs) < len(self.config.seeds):
+            return None, []
+        level, chosen = self._choose(run.row, [c for one in runs for c in one.candidates])
+        del self.runs[run.row]
         logger.debug("%s L%d row %d: %d strokes", self.region, self.layer, level.row, level.strokes)
-        return level
+        if run.row >= len(self.ratios):
+            return level, []
+        return level, self._row_tasks(run.row + 1, chosen.state)
+
+    def _choose(self, row: int, candidates: list[RowCandidate]) -> tuple[SimplicityLevel, RowCandidate]:
+        """The candidate with the lowest z-score sum over each layer's loss and L_sparse,
+        pooled over all seeds' evaluations (reference sketch_utils.log_best_normalised_sketch)."""
+        layers = [layer for layer, _ in self.terms]
+        chosen = candidates[zscore_choice(
+            [[c.layer_losses[layer] for layer in layers] + [c.sparsity] for c in candidates])]
+        level = SimplicityLevel(
+            region=self.region, layer=self.layer, row=row, ratio=self.ratios[row - 1],
+            points=chosen.points, keep=chosen.keep, clip_loss=chosen.clip,
+            layer_losses=chosen.layer_losses, sparsity=chosen.sparsity,
+            expected_strokes=chosen.expected, probability_sum=chosen.probability_sum,
+            seed=chosen.seed, chosen_step=chosen.step,
+            seconds=time.perf_counter() - self.started,
+            eval_losses=[c.summary() for c in candidates],
+        )
+        self.started = time.perf_counter()
+        return level, chosen
 
 
-def _chain_seed(seed: int, region: str, layer: int) -> int:
-    """A stable per-column seed for the Gumbel noise (not Python's salted hash)."""
+def _chain_seed(seed: int, region: str, layer: int, row: int) -> int:
+    """A stable per-run seed for the Gumbel noise (not Python's salted hash)."""
     code = sum((index + 1) * ord(char) for index, char in enumerate(region))
-    return (seed * 1_000_003 + code * 101 + layer) % (2**63 - 1)
-
+    return (seed * 1_000_003 + code * 101 + layer * 7 + row * 1009) % (2**63 - 1)

@@ -40,7 +40,8 @@ def test_loss_terms_follow_the_paper():
     assert loss_terms(config, "scene", 8) == [(8, 1.0)]
     assert loss_terms(config, "background", 2) == [(2, 1.0)]
     assert loss_terms(config, "object", 8) == [(8, 1.0), (4, 0.5)]
-    assert loss_terms(config, "object", 4) == [(4, 1.5)]
+    # The reference sets 0.5 on layer 4, then 1 on the column's layer: layer 4 alone, weight 1.
+    assert loss_terms(config, "object", 4) == [(4, 1.0)]
 
 
 def test_gradnorm_weights_balance_the_terms():
@@ -108,12 +109,13 @@ def test_object_cells_combine_their_terms_with_gradnorm(tiny_encoder, scene):
     task._set_gradients(Engine._term_gradients([task], [task.loss_terms(losses)])[0])
     produced = [parameter.grad.clone() for parameter in params]
     losses = term_losses()
-    separate = [torch.autograd.grad(weight * losses[layer][0], params, retain_graph=True)
-                for layer, weight in [(8, 1.0), (4, 0.5)]]
+    # Reference models/loss.py: gradnorm weights from the RAW per-layer losses' gradients,
+    # then the layer coefficients (1 on layer 8, 0.5 on the layer-4 anchor) on top.
+    separate = [torch.autograd.grad(losses[layer][0], params, retain_graph=True) for layer in (8, 4)]
     weights = gradnorm_weights([mean_abs_gradient(grads) for grads in separate])
     assert weights[0] != pytest.approx(weights[1])
     for index, gradient in enumerate(produced):
-        expected = weights[0] * separate[0][index] + weights[1] * separate[1][index]
+        expected = 1.0 * weights[0] * separate[0][index] + 0.5 * weights[1] * separate[1][index]
         assert torch.allclose(gradient, expected, rtol=1e-4, atol=1e-7)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from clipascene_core.config import ConfigError
+
 from clipascene_core import render
 from clipascene_core.render import (
     available_backends,
@@ -194,16 +196,35 @@ def test_backends() -> None:
     points = torch.tensor([[[[2.0, 2.0], [4.0, 6.0], [6.0, 2.0], [8.0, 6.0]]]])
     paper = get_renderer("torch")(points, torch.full((1, 1), 2.0), 10, 10)
     assert paper.shape == (1, 10, 10)
-    with pytest.raises(ValueError, match="Unknown renderer"):
+    with pytest.raises(ConfigError, match="unknown renderer"):
         get_renderer("skia")
 
 
-def test_missing_diffvg_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_diffvg_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
     monkeypatch.setattr(render, "_diffvg_importable", lambda: False)
-    with pytest.raises(RuntimeError, match="pydiffvg"):
+    with pytest.raises(ConfigError, match="pydiffvg"):
         get_renderer("diffvg")
-    assert get_renderer("auto") is render_strokes
+    # Asked for on the command line: one line, exit 2, nothing written.
+    from clipascene_core.cli import main
+
+    assert main(["sketch", "missing.png", "--out", str(tmp_path / "out"), "--renderer", "diffvg"]) == 2
+    assert not (tmp_path / "out").exists()
+    assert "pydiffvg" in capsys.readouterr().err
+    assert get_renderer() is render_strokes
     assert available_backends() == ["torch"]
+
+
+@pytest.mark.skipif("diffvg" not in available_backends(), reason="pydiffvg is not installed")
+def test_diffvg_and_torch_renderers_agree() -> None:
+    """Only where diffvg is built: the two renderers draw the same strokes (2x2 supersampled
+    diffvg against analytic coverage: small differences along the edges only)."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(1, 12, 4, 2, generator=generator) * 56 + 4
+    widths = torch.full((1, 12), 3.0)
+    ours = get_renderer("torch")(points, widths, 64, 64)
+    theirs = get_renderer("diffvg")(points, widths, 64, 64)
+    assert (ours - theirs).abs().mean() < 0.02
+    assert ((ours < 0.5) == (theirs < 0.5)).float().mean() > 0.97
 
 
 def test_bad_shapes_are_explained() -> None:

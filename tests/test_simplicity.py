@@ -9,8 +9,9 @@ from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.networks import SimplifyMLP
 from clipascene_core.simplicity import (
-    SimplicityChain,
-    keep_threshold_mask,
+    RowRun,
+    SimplicityColumn,
+    choose_kept,
     ratio_schedule,
     zscore_choice,
 )
@@ -42,10 +43,17 @@ def test_simplify_mlp_starts_as_the_reference():
     assert torch.equal(probabilities, SimplifyMLP(64, seed=0)())
 
 
-def test_deterministic_keep_matches_the_noiseless_reference_threshold():
-    p = torch.tensor([0.3, 0.5, 0.54, 0.55, 0.9])
-    # softmax([log p, log(1-p)] / 0.2)[0] > 0.7  <=>  p > 1 / (1 + (3/7) ** 0.2) ~ 0.5423
-    assert keep_threshold_mask(p, 0.2, 0.7).tolist() == [False, False, False, True, True]
+def test_kept_strokes_are_the_most_probable_in_play():
+    p = torch.tensor([0.3, 0.5, 0.54, 0.55, 0.9, 0.99])
+    in_play = torch.tensor([True, True, True, True, True, False])
+    keep, expected = choose_kept(p, in_play, 0.2, 0.7)
+    # By hand: tau * logit(0.7) = 0.16946; sigmoid(logit p - 0.16946) over the five in play
+    # = 0.2657 + 0.4577 + 0.4977 + 0.5078 + 0.8837 = 2.6126 -> the 3 most probable in play.
+    assert expected == pytest.approx(2.6126, abs=1e-3)
+    assert keep.tolist() == [False, False, True, True, True, False]
+    # Probabilities all near 0.5 still keep strokes (a threshold at 0.542 would keep none).
+    keep, expected = choose_kept(torch.full((10,), 0.5), torch.ones(10, dtype=torch.bool), 0.2, 0.7)
+    assert int(keep.sum()) == round(expected) >= 4
 
 
 def test_zscore_choice_balances_the_losses():
@@ -68,10 +76,19 @@ def fidelity(tiny_encoder):
     return config, bank, train_fidelity(tiny_encoder, bank(), [cell], config)[0]
 
 
-def run_chain(tiny_encoder, fidelity):
-    """A chain run as a matrix run does it: with a freshly seeded target bank."""
-    config, bank, result = fidelity
-    return Engine(tiny_encoder, bank()).run([SimplicityChain(result, config, torch.device("cpu"))])
+def run_chain(tiny_encoder, fidelity, config=None):
+    """A column's rows run as a matrix run does it: with a freshly seeded target bank."""
+    default, bank, result = fidelity
+    column = SimplicityColumn(result, config or default, torch.device("cpu"))
+    levels = []
+
+    def on_finished(run: RowRun):
+        level, tasks = run.column.receive(run)
+        levels.extend([level] if level is not None else [])
+        return tasks
+
+    Engine(tiny_encoder, bank()).run(column.start(), on_finished=on_finished)
+    return levels
 
 
 def test_rows_are_nested_and_never_grow(tiny_encoder, fidelity):
@@ -82,9 +99,10 @@ def test_rows_are_nested_and_never_grow(tiny_encoder, fidelity):
         assert not np.any(level.keep & ~previous), "a removed stroke came back"
         assert level.strokes <= previous.sum() and level.strokes >= 1
         assert [entry["step"] for entry in level.eval_losses] == [3, 6, 9, 12]
+        assert level.strokes == max(1, min(round(level.expected_strokes), previous.sum()))
         previous = level.keep
     assert levels[-1].strokes < fidelity[2].on_canvas.sum()
-    assert levels[0].ratio == pytest.approx(1 / fidelity[2].best_loss)
+    assert levels[0].ratio == pytest.approx(1 / fidelity[2].best_layer_losses[8])
 
 
 def test_selection_is_reproducible_for_a_seed(tiny_encoder, fidelity):
@@ -93,3 +111,19 @@ def test_selection_is_reproducible_for_a_seed(tiny_encoder, fidelity):
     for one, two in zip(first, second, strict=True):
         assert np.array_equal(one.keep, two.keep)
         assert np.allclose(one.points, two.points, atol=1e-5)
+
+
+def test_each_row_is_the_best_of_every_seeds_run(tiny_encoder, fidelity):
+    config = fidelity[0]
+    two_seeds = make_config("standard", iterations=10, strokes=16, simplicity_rows=2,
+                            simplicity_steps=12, augmentations=1, augment_pool=8, seeds=(0, 1000))
+    levels = run_chain(tiny_encoder, fidelity, two_seeds)
+    assert [level.row for level in levels] == [1, 2]
+    for level in levels:
+        # Both seeds' evaluations were pooled, and the chosen step is one of them.
+        assert sorted({entry["seed"] for entry in level.eval_losses}) == [0, 1000]
+        assert len(level.eval_losses) == 8
+        rows = [[entry["layers"]["8"], entry["sparsity"]] for entry in level.eval_losses]
+        chosen = level.eval_losses[zscore_choice(rows)]
+        assert (chosen["seed"], chosen["step"]) == (level.seed, level.chosen_step)
+    assert config.seeds == (0,)
