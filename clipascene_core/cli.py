@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import PRESETS, ConfigError, make_config
+from .config import PRESETS, RENDERERS, ConfigError, make_config
 from .imageio import ImageInputError, load_image
 from .models import DEFAULT_CLIP_MODEL, WeightsError, default_threads, load_clip, resolve_device
 
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sketch.add_argument("--out", type=Path, required=True, help="folder for the results")
     sketch.add_argument("--layers", type=_layers, default=None,
                         help="CLIP layers, one column each (default 2,8,11; any of 0..11)")
-    sketch.add_argument("--preset", choices=PRESETS, default="standard",
-                        help="preview (~500 steps), standard (reference steps, 1 seed), "
+    sketch.add_argument("--preset", choices=PRESETS, default="auto",
+                        help="auto (standard on a GPU, preview on a CPU), preview (~500 steps, "
+                             "a CPU draft), standard (reference steps, 1 seed), "
                              "paper (reference steps, 2 seeds)")
     sketch.add_argument("--rows", type=int, default=None,
                         help="simplicity rows below each fidelity sketch (8; 0 = fidelity row only)")
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sketch.add_argument("--seed", type=int, default=None,
                         help="random seed (the paper preset also runs seed + 1000)")
     sketch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    sketch.add_argument("--renderer", choices=RENDERERS, default="torch",
+                        help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
     sketch.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
                         help="open_clip model name, or tiny-test (tiny random model for tests)")
     sketch.add_argument("--weights", default="openai",
@@ -72,12 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seeds(preset: str, seed: int | None) -> tuple[int, ...] | None:
-    if seed is None:
-        return None
-    return (seed, seed + 1000) if preset == "paper" else (seed,)
-
-
 def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -85,17 +82,17 @@ def run_sketch(args: argparse.Namespace) -> int:
     from .files import remove_previous_results
     from .matrix import sketch_matrix
 
+    device = resolve_device(args.device)
     config = make_config(
-        args.preset, layers=args.layers, strokes=args.strokes, iterations=args.iterations,
-        seeds=_seeds(args.preset, args.seed), simplicity_rows=args.rows, split=args.split,
-        simplicity_steps=args.row_steps,
+        args.preset, device_type=device.type, seed=args.seed, layers=args.layers,
+        strokes=args.strokes, iterations=args.iterations, simplicity_rows=args.rows,
+        split=args.split, simplicity_steps=args.row_steps, renderer=args.renderer,
     )
     image = load_image(args.image)
     if args.mask is not None and not args.mask.is_file():
         raise ConfigError(f"--mask {args.mask}: no such file.")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a folder.")
-    device = resolve_device(args.device)
     default_threads()
     encoder = load_clip(args.clip_model, args.weights, device)
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
