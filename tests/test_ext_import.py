@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -312,6 +313,82 @@ class TaggingTests(unittest.TestCase):
             self.build(b"<svg")
         with self.assertRaises(inkex.AbortExtension):
             self.build(b"<html/>")
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE svg [\n<!ENTITY lol "lollollollollollollollollollol">\n'
+    + "".join(f'<!ENTITY lol{level} "{("&lol" + str(level - 1 or "") + ";") * 10}">\n'
+              for level in range(1, 9))
+    + ']>\n<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><g id="foreground">'
+      '<path d="M 0 0 C 1 1 2 2 3 3" stroke-width="2" data-x="&lol8;"/></g></svg>').encode()
+
+
+class CellSafetyTests(unittest.TestCase):
+    """The cell SVG comes over the network: parse it as hostile input (issue 14, item 3)."""
+
+    def setUp(self):
+        self.svg = document(image_tag('x="0" y="0" width="10" height="10"'))
+
+    def build(self, cell: bytes):
+        return build_layer(cell, inkex.Transform(), job_id="j", row=0, column=0, layer=2,
+                           part="combined", image_id="photo")
+
+    def refused(self, cell: bytes, *words: str) -> None:
+        before = etree.tostring(self.svg)
+        with self.assertRaises(inkex.AbortExtension) as caught:
+            insert_layer(self.svg, self.build(cell))
+        for word in words:
+            self.assertIn(word, str(caught.exception))
+        self.assertEqual(etree.tostring(self.svg), before)
+
+    def cell(self, paths: str, extra: str = "") -> bytes:
+        return (f'<svg xmlns="{SVG_NS}" viewBox="0 0 100 100">{extra}'
+                f'<g id="foreground">{paths}</g></svg>').encode()
+
+    def test_billion_laughs_is_refused_at_once(self):
+        self.assertLess(len(BILLION_LAUGHS), 1200)
+        started = time.monotonic()
+        self.refused(BILLION_LAUGHS, "DTD")
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    def test_external_entities_are_refused(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as secret:
+            secret.write("M 0 0 C 1 1 2 2 3 3")
+            secret.flush()
+            cell = (f'<!DOCTYPE svg [<!ENTITY d SYSTEM "file://{secret.name}">]>'
+                    + self.cell('<path d="&d;"/>').decode()).encode()
+            self.refused(cell, "DTD")
+
+    def test_only_paths_directly_in_the_region_groups_are_imported(self):
+        hidden = '<path d="M 9 9 C 9 9 9 9 9 9"/>'
+        cell = (f'<svg xmlns="{SVG_NS}" viewBox="0 0 100 100"><defs>{hidden}</defs>{hidden}'
+                f'<clipPath id="c">{hidden}</clipPath><mask id="m">{hidden}</mask>'
+                f'<g id="other">{hidden}</g>'
+                f'<g id="background"><defs>{hidden}</defs><clipPath>{hidden}</clipPath>'
+                f'<mask>{hidden}</mask><g>{hidden}</g><path id="bg-1" d="M 1 2 C 3 4 5 6 7 8"/></g>'
+                f'<g id="foreground"><path id="fg-1" d="M 8 7 C 6 5 4 3 2 1"/></g></svg>').encode()
+        layer = insert_layer(self.svg, self.build(cell))
+        imported = [(path.get("data-clipascene-stroke"), path.get("d")) for path in layer.iter(PATH_TAG)]
+        self.assertEqual(imported, [("bg-1", "M 1 2 C 3 4 5 6 7 8"), ("fg-1", "M 8 7 C 6 5 4 3 2 1")])
+        self.assertEqual(len(self.svg.defs), 0)
+
+    def test_limits_on_size_paths_and_path_data(self):
+        stroke = '<path d="M 0 0 C 1 1 2 2 3 3"/>'
+        self.refused(self.cell(stroke * 20_001), "more than 20000 strokes")
+        self.refused(self.cell('<path d="M 0 0' + " L 1 1" * 1000 + '"/>'), "longer than")
+        self.refused(self.cell(stroke, extra="<!--" + "x" * (9 * 2**20) + "-->"), "larger than 8 MB")
+
+    def test_non_finite_or_absurd_numbers_are_refused(self):
+        for path, word in (('d="M 0 0 C 1 1 2 2 3 3" stroke-width="1e999"', "stroke width"),
+                           ('d="M 0 0 C 1 1 2 2 3 3" stroke-width="nan"', "stroke width"),
+                           ('d="M 0 0 C 1 1 2 2 3 3" style="stroke-width:-4"', "stroke width"),
+                           ('d="M 0 0 C 1 1 2 2 1e999 3"', "1e999"),
+                           ('d="M 0 0 C 1 1 2 2 5e7 3"', "5e7"),
+                           ('d="M 0 0 A 5 5 0 0 1 9 9"', "not M/C/L/Z"),
+                           ('d="C 0 0 1 1 2 2"', "does not start with a move"),
+                           ('d="M 0 0 C 1 1 2 2 3 3" style="stroke-width:x"', "stroke width")):
+            with self.subTest(path=path):
+                self.refused(self.cell(f"<path {path}/>"), word)
 
 
 class ChangeAbstractionTests(unittest.TestCase):

@@ -15,7 +15,7 @@ from pathlib import Path
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 INKSCAPE_EXTENSIONS = Path("/usr/share/inkscape/extensions")
 TESTS = Path(__file__).resolve().parent
-MODULES = ("test_ext_import", "test_ext_source")
+MODULES = ("test_ext_import", "test_ext_source", "test_ext_style")
 
 
 @unittest.skipUnless((INKSCAPE_EXTENSIONS / "inkex").is_dir() and SYSTEM_PYTHON.exists(),

@@ -7,57 +7,87 @@ layer as a whole, and "Change Abstraction" can swap strokes without touching the
 
 `build_layer` returns a detached fragment; `insert_layer` and `replace_strokes` give its
 elements ids that are unique in the document (inkex's own id generation) and move its clip
-path into `<defs>`.
+path and path effects into `<defs>`.
+
+The cell SVG comes over the network, so it is parsed as untrusted input: no DTD (hence no
+entities), no huge-tree mode, bounded size, number of paths and path data, finite and sane
+numbers, and only the paths directly inside the region groups are read.
 """
 
 from __future__ import annotations
 
+import base64
+import math
 import re
 
 import inkex
 from lxml import etree
 
+from .source import SUPPORTED_FORMATS, sniff_format
+from .style import StrokeStyle, styled_stroke, taper_effect
+
 LAYER_LABEL = "CLIPascene — fidelity {layer}, simplicity {row}"
 #: Cell group id -> the label of the sub-group in the imported layer.
 REGION_LABELS = {"background": "Background", "foreground": "Foreground", "scene": "Sketch"}
-STROKE_STYLE = ("fill:none;stroke:{color};stroke-width:{width};"
-                "stroke-linecap:round;stroke-linejoin:round")
+
+#: Limits on a cell SVG: far above what the backend writes (256 strokes per region, each cut
+#: into a few pieces of one cubic), far below what would hurt Inkscape.
+MAX_CELL_BYTES = 8 * 2**20
+MAX_PATHS = 20_000
+MAX_PATH_DATA = 4_096  # characters of one path's `d`
+MAX_COORDINATE = 1e6  # bitmap px, in absolute value
+MAX_STROKE_WIDTH = 1e4
 
 _SVG = "{http://www.w3.org/2000/svg}"
+_INKSCAPE = "{http://www.inkscape.org/namespaces/inkscape}"
+_IMPORTED_STYLE = "data-clipascene-imported-style"
 _CLIP_ID = "clipascene-clip"  # provisional, inside the detached fragment only
-_CELL_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True,
-                               remove_pis=True, huge_tree=True)
-_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
-_COLOR = re.compile(r"^\s*(#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}|[a-zA-Z]+)\s*$")
+_CELL_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True,
+                               huge_tree=False, remove_comments=True, remove_pis=True)
+_PATH_TOKENS = re.compile(r"\s*(?:([MmCcLlZz])|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))\s*,?")
 
 
 def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row: int, column: int,
-                layer: int, part: str, image_id: str, clip_rect=None) -> inkex.Layer:
+                layer: int, part: str, image_id: str, clip_rect=None, clip: bool | None = None,
+                style: StrokeStyle | None = None, pixels=None) -> inkex.Layer:
     """An Inkscape layer holding the cell's strokes, placed by `transform`.
 
     `cell_svg`: the backend's cell (viewBox 0 0 W H in bitmap px; groups `background` and/or
     `foreground`, or one `scene` group). `transform`: bitmap px -> document root user units.
-    `clip_rect`: (x0, y0, x1, y1) in bitmap px, the visible part of the bitmap; when it is
-    smaller than the bitmap (preserveAspectRatio slice) the region groups are clipped to it.
+    `clip_rect`: (x0, y0, x1, y1) in bitmap px, the visible part of the bitmap. `clip`: True
+    clips the region groups to it, False never, None (the default) only when it is smaller than
+    the bitmap (preserveAspectRatio slice). `style`: how the strokes are drawn (black, the
+    cell's widths by default); `pixels` (photo.Pixels) when it samples colours from the photo.
 
     The layer is tagged `data-clipascene-job`, `-cell` ("ROW,COLUMN,PART"), `-layer` (the CLIP
-    layer number of the fidelity column) and `-image` (the image's id). It is detached and has
-    no ids yet: add it with `insert_layer` or `replace_strokes`.
+    layer number of the fidelity column), `-image` (the image's id) and `-style`. It is
+    detached and has no ids yet: add it with `insert_layer` or `replace_strokes`.
     """
     cell = _parse_cell(cell_svg)
+    style = style or StrokeStyle()
     result = inkex.Layer.new(LAYER_LABEL.format(layer=layer, row=row))
     result.set("data-clipascene-job", str(job_id))
     result.set("data-clipascene-cell", f"{int(row)},{int(column)},{part}")
     result.set("data-clipascene-layer", str(layer))
     result.set("data-clipascene-image", str(image_id or ""))
+    result.set("data-clipascene-style", style.encode())
     result.transform = inkex.Transform(transform)
+    effects = []
     for region, paths in _regions(cell):
-        group = inkex.Group.new(REGION_LABELS.get(region, region.replace("-", " ").capitalize()))
+        group = inkex.Group.new(REGION_LABELS[region])
         group.set("data-clipascene-region", region)
         for index, source in enumerate(paths):
-            group.append(_stroke(source, index))
+            path = _stroke(source, index, style, pixels)
+            if style.taper:
+                effect = taper_effect(_stroke_width(source) * style.width_scale)
+                effect.set("id", f"clipascene-effect-{len(effects)}")  # provisional, see _adopt
+                path.set("inkscape:path-effect", f"#{effect.get('id')}")
+                effects.append(effect)
+            group.append(path)
         result.append(group)
-    if clip_rect is not None and not _covers(clip_rect, _cell_size(cell)):
+    for effect in effects:
+        result.insert(0, effect)  # waits here until _adopt moves it into defs
+    if clip_rect is not None and clip is not False and (clip or not _covers(clip_rect, _cell_size(cell))):
         x0, y0, x1, y1 = (float(value) for value in clip_rect)
         result.set("data-clipascene-clip", f"{x0:.10g} {y0:.10g} {x1:.10g} {y1:.10g}")
         _clip_regions(result, (x0, y0, x1, y1))
@@ -79,17 +109,24 @@ def replace_strokes(existing_layer, new_layer):
     have moved it), lock/visibility and any other attribute; its label and `data-clipascene-*`
     tags come from `new_layer`. Only the region groups an import created are swapped (the new
     ones take the place of the first old one); anything else the user put in the layer stays.
+    What the user restyled stays too: a new region group takes the old one's attributes (its
+    style, label, transform), and every style property the user changed on all old strokes of
+    the region (a colour, width or dash set by hand) is given to the new strokes.
     When `new_layer` has no clip, the existing layer's clip rectangle is kept for the new
     strokes: the image is the same, so its visible part is too. Returns the existing layer.
     """
     svg = existing_layer.root
     old_groups = [child for child in existing_layer if child.get("data-clipascene-region") is not None]
     position = existing_layer.index(old_groups[0]) if old_groups else len(existing_layer)
-    old_clips = {match for group in old_groups for match in _clip_ids(group)}
+    for group in new_layer:
+        old = next((old for old in old_groups
+                    if old.get("data-clipascene-region") == group.get("data-clipascene-region")), None)
+        if old is not None:
+            _carry_style(old, group)
+    old_references = {match for group in old_groups for match in _references(group)}
     for group in old_groups:
         existing_layer.remove(group)
-    for clip_id in old_clips:
-        _drop_unused_clip(svg, clip_id)
+    _drop_unused(svg, old_references)
 
     kept_clip = existing_layer.get("data-clipascene-clip")
     if new_layer.get("data-clipascene-clip") is None and kept_clip:
@@ -109,6 +146,30 @@ def replace_strokes(existing_layer, new_layer):
     return existing_layer
 
 
+def _carry_style(old_group, new_group) -> None:
+    """Give `new_group` (and its strokes) what the user set on `old_group` (and its strokes):
+    the group's own attributes, and each style property that the user changed on the strokes
+    (it differs from what the import wrote) and that all old strokes now share."""
+    for name, value in old_group.attrib.items():
+        if name not in ("id", "clip-path") and not name.startswith("data-clipascene-"):
+            new_group.set(name, value)
+    old = [(inkex.Style(path.get("style") or ""), inkex.Style(path.get(_IMPORTED_STYLE) or ""))
+           for path in old_group if path.tag == _SVG + "path"]
+    if not old:
+        return
+    now, _ = old[0]
+    changed = {key: value for key, value in now.items()
+               if all(style.get(key) == value for style, _ in old)
+               and any(imported.get(key) != value for _, imported in old)}
+    if not changed:
+        return
+    for path in new_group:
+        if path.tag == _SVG + "path":
+            style = inkex.Style(path.get("style") or "")
+            style.update(changed)
+            path.set("style", str(style))
+
+
 def find_layers(svg, job_id: str | None = None, image_id: str | None = None) -> list:
     """Layers imported by CLIPascene, in document order (the topmost last), optionally only
     those of one job and/or one image (by the image element's id)."""
@@ -125,14 +186,20 @@ def find_layers(svg, job_id: str | None = None, image_id: str | None = None) -> 
 # --- the cell ------------------------------------------------------------------------------------
 
 def _parse_cell(cell_svg: bytes):
+    def refuse(why: str):
+        return inkex.AbortExtension(f"The backend sent a sketch that {why}; it was not imported. "
+                                    "Try the cell again or restart the backend.")
+
+    if len(cell_svg) > MAX_CELL_BYTES:
+        raise refuse(f"is larger than {MAX_CELL_BYTES // 2**20} MB")
+    if b"<!DOCTYPE" in cell_svg or b"<!ENTITY" in cell_svg:
+        raise refuse("declares a DTD or entities")
     try:
         root = etree.fromstring(cell_svg, _CELL_PARSER)
     except etree.XMLSyntaxError as error:
-        raise inkex.AbortExtension(f"The backend sent a sketch that is not valid SVG ({error}); "
-                                   "try the cell again or restart the backend.") from None
+        raise refuse(f"is not valid SVG ({error})") from None
     if root.tag != _SVG + "svg":
-        raise inkex.AbortExtension("The backend sent a sketch that is not an SVG document; "
-                                   "try the cell again or restart the backend.")
+        raise refuse("is not an SVG document")
     return root
 
 
@@ -148,37 +215,77 @@ def _cell_size(cell) -> tuple[float, float] | None:
 
 
 def _regions(cell) -> list[tuple[str, list]]:
-    """(group id, its path elements) in the cell's order (background below foreground); paths
-    outside any group form a 'scene' region. Empty groups are left out."""
+    """(region, its path elements) for the cell's region groups, in the cell's order
+    (background below foreground). Only `<path>` children of the top-level groups `background`,
+    `foreground` and `scene` count: nothing in defs, clip paths, masks or nested elements."""
     regions = []
-    loose = []
+    count = 0
     for child in cell:
-        if child.tag == _SVG + "g":
-            paths = list(child.iter(_SVG + "path"))
-            if paths:
-                regions.append((child.get("id") or "scene", paths))
-        elif child.tag == _SVG + "path":
-            loose.append(child)
-    if loose:
-        regions.append(("scene", loose))
+        if child.tag != _SVG + "g" or child.get("id") not in REGION_LABELS:
+            continue
+        paths = [path for path in child if path.tag == _SVG + "path"]
+        count += len(paths)
+        if count > MAX_PATHS:
+            raise inkex.AbortExtension(
+                f"The backend sent a sketch with more than {MAX_PATHS} strokes; it was not imported.")
+        if paths:
+            regions.append((child.get("id"), paths))
     return regions
 
 
-def _stroke(source, index: int) -> inkex.PathElement:
-    """One imported stroke: the cell's `d` verbatim, its width in bitmap px, a readable label."""
+def _stroke(source, index: int, style: StrokeStyle, pixels) -> inkex.PathElement:
+    """One imported stroke: the cell's `d` (checked), drawn as `style` says, a readable label."""
     path = inkex.PathElement()
-    path.set("d", source.get("d", ""))
-    style = _inline_style(source.get("style"))
-    width = source.get("stroke-width") or style.get("stroke-width") or "1"
-    color = source.get("stroke") or style.get("stroke") or "#000000"
-    path.set("style", STROKE_STYLE.format(color=color.strip() if _COLOR.match(color) else "#000000",
-                                          width=width.strip() if _NUMBER.match(width) else "1"))
+    for name, value in styled_stroke(_path_data(source.get("d", "")), _stroke_width(source),
+                                     style, pixels).items():
+        path.set(name, value)
+    path.set(_IMPORTED_STYLE, path.get("style"))  # tells Change Abstraction what the user changed
     source_id = source.get("id") or ""
     number = source_id.rsplit("stroke-", 1)[-1] if "stroke-" in source_id else str(index)
     path.set("inkscape:label", f"stroke {number}")
     if source_id:
-        path.set("data-clipascene-stroke", source_id)
+        path.set("data-clipascene-stroke", source_id[:100])
     return path
+
+
+def _path_data(d: str) -> str:
+    """`d` when it is plain path data (M, C, L, Z; finite, bounded numbers), else AbortExtension."""
+    def refuse(why: str):
+        return inkex.AbortExtension(f"The backend sent a sketch with a stroke whose path data {why}; "
+                                    "it was not imported.")
+
+    if len(d) > MAX_PATH_DATA:
+        raise refuse(f"is longer than {MAX_PATH_DATA} characters")
+    position, first = 0, True
+    while position < len(d):
+        match = _PATH_TOKENS.match(d, position)
+        if match is None or match.end() == position:
+            raise refuse(f"is not M/C/L/Z path data (at {d[position:position + 20]!r})")
+        command, number = match.groups()
+        if first and command not in ("M", "m"):
+            raise refuse("does not start with a move")
+        first = False
+        if number is not None:
+            value = float(number)
+            if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+                raise refuse(f"holds the number {number}")
+        position = match.end()
+    if first:
+        raise refuse("is empty")
+    return d.strip()
+
+
+def _stroke_width(source) -> float:
+    """The cell stroke's width in bitmap px (1 when it gives none); AbortExtension when absurd."""
+    text = source.get("stroke-width") or _inline_style(source.get("style")).get("stroke-width") or "1"
+    try:
+        width = float(text)
+    except ValueError:
+        width = math.nan
+    if not (math.isfinite(width) and 0 <= width <= MAX_STROKE_WIDTH):
+        raise inkex.AbortExtension(f"The backend sent a sketch with the stroke width {text[:40]!r}; "
+                                   "it was not imported.")
+    return width
 
 
 def _inline_style(text: str | None) -> dict:
@@ -216,27 +323,43 @@ def _clip_regions(layer, rect) -> None:
     layer.insert(0, clip)
 
 
-def _clip_ids(element) -> set:
+_URL = re.compile(r"^\s*url\(\s*#([^)\s]+)\s*\)\s*$")
+#: Attributes that refer to a defs item: name -> (id from value, value from id).
+_REFERENCES = {
+    "clip-path": (lambda value: (_URL.match(value or "") or [None, None])[1], "url(#{})".format),
+    _INKSCAPE + "path-effect": (lambda value: value[1:] if (value or "").startswith("#") else None,
+                                "#{}".format),
+}
+_DEFS_ITEMS = (_SVG + "clipPath", _INKSCAPE + "path-effect")
+
+
+def _references(element) -> set:
+    """Ids of the clip paths and path effects that `element` and its descendants use."""
     found = set()
     for node in element.iter():
-        match = re.match(r"^\s*url\(\s*#([^)\s]+)\s*\)\s*$", node.get("clip-path") or "")
-        if match:
-            found.add(match.group(1))
+        for name, (read, _) in _REFERENCES.items():
+            reference = read(node.get(name))
+            if reference:
+                found.add(reference)
     return found
 
 
-def _drop_unused_clip(svg, clip_id: str) -> None:
-    """Remove the clipPath `clip_id` if it is ours and nothing refers to it any more."""
-    if svg.xpath(f'//*[@clip-path="url(#{clip_id})"]'):
-        return
-    for clip in svg.xpath(f'//svg:clipPath[@id="{clip_id}"]'):
-        if clip.get("id", "").startswith("clipascene-"):
-            clip.getparent().remove(clip)
+def _drop_unused(svg, item_ids: set) -> None:
+    """Remove those clip paths and path effects of `item_ids` that are ours and that nothing
+    outside the defs refers to any more."""
+    used = set()
+    for node in svg.iterchildren():
+        if node is not svg.defs:
+            used |= _references(node)
+    for item in list(svg.defs.iter(*_DEFS_ITEMS)):
+        item_id = item.get("id") or ""
+        if item_id in item_ids and item_id not in used and item_id.startswith("clipascene-"):
+            item.getparent().remove(item)
 
 
 def _adopt(svg, fragments) -> None:
-    """Give every element of the detached `fragments` a document-unique id, keep clip-path
-    references pointing at the renamed clips, and move the clip paths into the document's defs.
+    """Give every element of the detached `fragments` a document-unique id, keep clip-path and
+    path-effect references pointing at the renamed items, and move those into the defs.
 
     Ids are set before the elements enter the tree: inkex 1.4 would otherwise silently rename
     colliding ids on insertion (breaking url(#…) references), and inkex 1.2 only learns new ids
@@ -256,17 +379,16 @@ def _adopt(svg, fragments) -> None:
                 renamed[old_id] = new_id
     for fragment in fragments:
         for node in fragment.iter():
-            if not isinstance(node.tag, str):
-                continue
-            reference = node.get("clip-path")
-            match = re.match(r"^\s*url\(\s*#([^)\s]+)\s*\)\s*$", reference or "")
-            if match and match.group(1) in renamed:
-                node.set("clip-path", f"url(#{renamed[match.group(1)]})")
+            for name, (read, write) in _REFERENCES.items():
+                reference = read(node.get(name)) if isinstance(node.tag, str) else None
+                if reference in renamed:
+                    node.set(name, write(renamed[reference]))
     defs = svg.defs
     for fragment in fragments:
-        clips = [fragment] if fragment.tag == _SVG + "clipPath" else list(fragment.iter(_SVG + "clipPath"))
-        for clip in clips:
-            defs.append(clip)
+        items = [fragment] if fragment.tag in _DEFS_ITEMS else [
+            node for node in fragment.iter() if node.tag in _DEFS_ITEMS]
+        for item in items:
+            defs.append(item)
 
 
 def _id_prefix(node) -> str:
@@ -278,4 +400,33 @@ def _id_prefix(node) -> str:
         return "clipascene-stroke-"
     if tag == "clipPath":
         return "clipascene-clip-"
+    if tag == "path-effect":
+        return "clipascene-effect-"
     return f"clipascene-{tag.lower()}-"
+
+
+# --- preview -------------------------------------------------------------------------------------
+
+def preview_svg(cell_svg: bytes, style: StrokeStyle, pixels=None, photo: bytes | None = None) -> bytes:
+    """A standalone SVG of the cell's strokes drawn as `style` says, over the photo (its bytes,
+    PNG/JPEG/WebP) when given: what the import will look like, for the picker to render."""
+    cell = _parse_cell(cell_svg)
+    size = _cell_size(cell) or (1.0, 1.0)
+    layer = build_layer(cell_svg, inkex.Transform(), job_id="preview", row=0, column=0, layer=0,
+                        part="combined", image_id="", style=style, pixels=pixels)
+    for effect in layer.findall(_INKSCAPE + "path-effect"):
+        layer.remove(effect)  # the outline is in `d` already
+    root = etree.Element(_SVG + "svg", nsmap={None: _SVG[1:-1]})
+    root.set("viewBox", f"0 0 {size[0]:.10g} {size[1]:.10g}")
+    root.set("width", f"{size[0]:.10g}")
+    root.set("height", f"{size[1]:.10g}")
+    if photo:
+        kind = sniff_format(photo)
+        if kind in SUPPORTED_FORMATS:
+            image = etree.SubElement(root, _SVG + "image")
+            for name, value in (("x", "0"), ("y", "0"), ("width", f"{size[0]:.10g}"),
+                                ("height", f"{size[1]:.10g}"), ("preserveAspectRatio", "none")):
+                image.set(name, value)
+            image.set("href", f"data:image/{kind.lower()};base64,{base64.b64encode(photo).decode()}")
+    root.append(layer)
+    return etree.tostring(root)
