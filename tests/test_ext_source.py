@@ -18,7 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
-from clipascene_ext.source import pixel_size, selected_image, sniff_format  # noqa: E402
+from clipascene_ext.source import (  # noqa: E402
+    jpeg_orientation,
+    pixel_size,
+    selected_image,
+    selected_images,
+    selected_shapes,
+    sniff_format,
+)
 from ext_testing import png_bytes  # noqa: E402
 
 try:
@@ -39,6 +46,16 @@ def jpeg_header(width: int, height: int, sof: int = 0xC0) -> bytes:
     return (b"\xff\xd8" + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
             + segment(0xE1, exif) + segment(0xDB, b"\x00" + bytes(64)) + b"\xff"
             + segment(sof, frame) + b"\xff\xd9")
+
+
+def exif_segment(orientation: int, order: str = "MM") -> bytes:
+    """An APP1 Exif segment whose first IFD holds an ImageWidth entry, then Orientation."""
+    end = ">" if order == "MM" else "<"
+    entries = (struct.pack(end + "HHII", 0x0100, 4, 1, 4000)
+               + struct.pack(end + "HHIHH", 0x0112, 3, 1, orientation, 0))
+    tiff = order.encode() + struct.pack(end + "HI", 42, 8) + struct.pack(end + "H", 2) + entries + bytes(4)
+    body = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
 
 
 def webp_header(width: int, height: int, kind: str) -> bytes:
@@ -99,6 +116,28 @@ class HeaderTests(unittest.TestCase):
                 data = webp_header(1000, 563, kind)
                 self.assertEqual(sniff_format(data), "WEBP")
                 self.assertEqual(pixel_size(data), (1000, 563))
+
+    def test_exif_orientation_gives_the_upright_size(self):
+        header = jpeg_header(400, 300)
+        for orientation, order, size in ((1, "MM", (400, 300)), (3, "II", (400, 300)),
+                                         (6, "MM", (300, 400)), (8, "II", (300, 400)),
+                                         (5, "MM", (300, 400))):
+            with self.subTest(orientation=orientation, order=order):
+                data = header[:2] + exif_segment(orientation, order) + header[2:]
+                self.assertEqual(jpeg_orientation(data), orientation)
+                self.assertEqual(pixel_size(data), size)
+        self.assertEqual(jpeg_orientation(header), 1)  # an Exif segment without orientation
+
+    @unittest.skipIf(PILImage is None, "needs Pillow to write real JPEG files")
+    def test_exif_orientation_of_a_real_jpeg(self):
+        import io
+
+        image = PILImage.new("RGB", (120, 80), (200, 30, 30))
+        exif = image.getexif()
+        exif[0x0112] = 6  # rotate 90° clockwise to view
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", exif=exif.tobytes())
+        self.assertEqual(pixel_size(buffer.getvalue()), (80, 120))
 
     def test_truncated_headers_give_none(self):
         self.assertIsNone(pixel_size(png_bytes(5, 5)[:20]))
@@ -191,6 +230,22 @@ class SelectionErrorTests(unittest.TestCase):
         self.assert_abort(svg, [svg.getElementById("a"), svg.getElementById("b")],
                           "2 images are selected")
         self.assert_abort(svg, [svg.getElementById("two")], "2 images are selected")
+        # Sketch Image takes them all, in selection order, each with its own bytes and size.
+        other = data_uri("image/png", png_bytes(6, 2))
+        svg = document(f'<g id="two">{image_tag(uri, "a")}{image_tag(other, "b")}</g>')
+        sources = selected_images(svg, [svg.getElementById("b"), svg.getElementById("two")])
+        self.assertEqual([(source.element.get("id"), source.pixel_width) for source in sources],
+                         [("b", 6), ("a", 4)])
+
+    def test_selected_shapes_are_the_mask(self):
+        uri = data_uri("image/png", png_bytes(4, 4))
+        svg = document(f'<g id="layer">{image_tag(uri)}<rect id="inside" width="1" height="1"/></g>'
+                       '<path id="outline" d="M 0 0 L 5 5 Z"/>'
+                       '<g id="drawn"><circle id="c" r="2"/><g><ellipse id="e" rx="1" ry="2"/></g></g>'
+                       '<text id="words">no</text>')
+        chosen = [svg.getElementById(name) for name in ("layer", "outline", "drawn", "words", "c")]
+        self.assertEqual([shape.get("id") for shape in selected_shapes(chosen)], ["outline", "c", "e"])
+        self.assertEqual(selected_image(svg, chosen).element.get("id"), "photo")
 
     def test_unsupported_formats(self):
         gif = b"GIF89a" + struct.pack("<HH", 4, 4) + bytes(30)
@@ -253,13 +308,48 @@ class LinkedImageTests(unittest.TestCase):
         svg = document(image_tag("pictures dir/my photo.png"), path=self.document_path)
         self.check(selected_image(svg, [svg.getElementById("photo")], None))
 
+    def test_file_url_with_non_ascii_name(self):
+        picture = self.folder / "pictures dir" / "фото été.png"
+        picture.write_bytes(self.data)
+        uri = picture.as_uri()
+        self.assertIn("%D1%84", uri)
+        source = self.load(uri)
+        self.assertEqual((source.data, source.filename), (self.data, "фото été.png"))
+        self.assertEqual(self.load(str(picture)).data, self.data)  # the plain absolute path
+
+    def test_link_rewritten_for_inkscapes_temporary_copy(self):
+        # Inkscape gives the extension a copy of the document in another folder and rewrites
+        # relative links to start from there; the saved document's folder is DOCUMENT_PATH.
+        with tempfile.TemporaryDirectory() as other:
+            copy = Path(other) / "ink_ext_XXXXXX.svgABC123"
+            rewritten = os.path.relpath(self.picture, other)
+            self.assertTrue(rewritten.startswith(".."))
+            svg = document(image_tag(rewritten))
+            self.check(selected_image(svg, [svg.getElementById("photo")], self.document_path,
+                                      input_path=str(copy)))
+            # The user's own link (relative to the document) works beside such a copy too.
+            svg = document(image_tag("pictures dir/my photo.png"))
+            self.check(selected_image(svg, [svg.getElementById("photo")], self.document_path,
+                                      input_path=str(copy)))
+            # A missing file is named as the user wrote it, not as Inkscape rewrote it.
+            svg = document(image_tag(os.path.relpath(self.folder / "pictures dir" / "gone.png", other)))
+            with self.assertRaises(inkex.AbortExtension) as caught:
+                selected_image(svg, [svg.getElementById("photo")], self.document_path,
+                               input_path=str(copy))
+            message = str(caught.exception)
+            self.assertIn("file pictures dir/gone.png was not found", message)
+            self.assertIn(str(self.folder), message)
+
     def test_missing_file(self):
         with self.assertRaises(inkex.AbortExtension) as caught:
             self.load("pictures dir/gone.png", document_path=self.document_path)
         message = str(caught.exception)
-        self.assertIn(str(self.folder / "pictures dir" / "gone.png"), message)
-        self.assertIn("was not found", message)
+        self.assertIn("The linked image file pictures dir/gone.png was not found", message)
+        self.assertIn(f"next to the document, in {self.folder}", message)
         self.assertIn("Embed Images", message)
+        with self.assertRaises(inkex.AbortExtension) as caught:
+            self.load(str(self.folder / "gone.png"), document_path=self.document_path)
+        self.assertIn(f"file {self.folder / 'gone.png'} was not found:", str(caught.exception))
 
     def test_relative_link_in_an_unsaved_document(self):
         with self.assertRaises(inkex.AbortExtension) as caught:

@@ -62,17 +62,21 @@ class Backend:
     def health(self) -> dict:
         return self._json("GET", "/v1/health")
 
-    def submit(self, image: bytes, filename: str, params: dict) -> dict:
-        """Upload an image with job parameters -> {"id", "status", "cached"}."""
+    def submit(self, image: bytes, filename: str, params: dict, mask: bytes | None = None) -> dict:
+        """Upload an image with job parameters -> {"id", "status", "cached"}.
+
+        `mask`: a PNG of the image's size, white (or opaque) where the object is: the part
+        `mask` of the upload, used instead of the computed foreground mask.
+        """
         boundary = uuid.uuid4().hex
-        parts = [
-            (f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
-             f"{json.dumps(params)}\r\n").encode(),
-            (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-             f'filename="{_quote(filename)}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode(),
-            image,
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
+        parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+                  f"{json.dumps(params)}\r\n").encode()]
+        files = [("image", filename, image)] + ([("mask", "mask.png", mask)] if mask is not None else [])
+        for name, file_name, data in files:
+            parts += [(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                       f'filename="{_quote(file_name)}"\r\n'
+                       "Content-Type: application/octet-stream\r\n\r\n").encode(), data, b"\r\n"]
+        parts.append(f"--{boundary}--\r\n".encode())
         return self._json("POST", "/v1/jobs", body=b"".join(parts),
                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
@@ -90,6 +94,10 @@ class Backend:
                  size: int = 160) -> bytes:
         query = urllib.parse.urlencode({"part": part, "size": int(size)})
         return self._request("GET", f"/v1/jobs/{_id(job_id)}/cells/{int(row)}/{int(column)}.png?{query}")
+
+    def mask_png(self, job_id: str) -> bytes:
+        """The object mask the job used (white = foreground), in the image's pixel frame."""
+        return self._request("GET", f"/v1/jobs/{_id(job_id)}/mask.png")
 
     def cancel(self, job_id: str) -> dict:
         return self._json("DELETE", f"/v1/jobs/{_id(job_id)}")

@@ -25,6 +25,8 @@ SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 _SVG_IMAGE = "{http://www.w3.org/2000/svg}image"
 #: Selected containers searched for the one image inside: group or layer, link, switch.
 _CONTAINERS = {"{http://www.w3.org/2000/svg}" + name for name in ("g", "a", "switch")}
+_SHAPES = tuple("{http://www.w3.org/2000/svg}" + name for name in
+                ("path", "rect", "circle", "ellipse", "polygon", "polyline", "line"))
 _FIX = " Convert it to PNG or JPEG, import that and try again."
 
 
@@ -44,14 +46,16 @@ class ImageSource:
     pixel_height: int
 
 
-def selected_image(svg, selection_elements, document_path: str | None = None) -> ImageSource:
-    """The one bitmap image in the selection, with its bytes and pixel size.
+def selected_images(svg, selection_elements, document_path: str | None = None,
+                    input_path: str | None = None) -> list[ImageSource]:
+    """Every bitmap image in the selection, in selection order, with its bytes and pixel size.
 
     `selection_elements`: the selected elements (a list, or inkex's `svg.selection`). An `<image>`
-    counts, and so does a group or layer whose only image descendant is one; other selected
-    objects are ignored as long as exactly one image is found. `document_path`: the saved SVG
-    file (`self.document_path()` in an extension), the folder that relative links start from;
-    None (an Inkscape that does not tell) falls back to the file `svg` was loaded from.
+    counts, and so do the images inside a selected group or layer; other selected objects are
+    ignored (see `selected_shapes`). `document_path`: the saved SVG file (`self.document_path()`
+    in an extension); None (an Inkscape that does not tell) falls back to the file `svg` was
+    loaded from. `input_path`: the file the extension was given (Inkscape's temporary copy,
+    `self.options.input_file`), whose folder Inkscape rewrites relative links against.
     """
     if isinstance(selection_elements, Mapping):  # inkex's ElementList maps ids to elements
         selection_elements = selection_elements.values()
@@ -68,13 +72,38 @@ def selected_image(svg, selection_elements, document_path: str | None = None) ->
         kind = _describe(selected[0]) if len(selected) == 1 else "the selected objects"
         raise inkex.AbortExtension(
             f"The selection ({kind}) is not a bitmap image: select the photo and try again.")
+    if document_path is None:
+        document_path = _loaded_from(svg)
+    return [_source(image, document_path, input_path) for image in images]
+
+
+def selected_image(svg, selection_elements, document_path: str | None = None,
+                   input_path: str | None = None) -> ImageSource:
+    """The one bitmap image in the selection (see `selected_images`); AbortExtension if several."""
+    images = selected_images(svg, selection_elements, document_path, input_path)
     if len(images) > 1:
         raise inkex.AbortExtension(
             f"{len(images)} images are selected: select only the one photo to sketch.")
-    image = images[0]
-    if document_path is None:
-        document_path = _loaded_from(svg)
-    data, filename = image_bytes(image, document_path)
+    return images[0]
+
+
+def selected_shapes(selection_elements) -> list:
+    """The selected vector shapes (paths, rectangles, circles, ellipses, polygons, lines, also
+    inside selected groups that hold no image): what the user drew as the object mask."""
+    if isinstance(selection_elements, Mapping):
+        selection_elements = selection_elements.values()
+    shapes: list = []
+    for element in selection_elements or ():
+        if element.tag in _CONTAINERS and not _images_in(element):
+            candidates = list(element.iter(*_SHAPES))
+        else:
+            candidates = [element] if element.tag in _SHAPES else []
+        shapes += [shape for shape in candidates if all(shape is not found for found in shapes)]
+    return shapes
+
+
+def _source(image, document_path: str | None, input_path: str | None) -> ImageSource:
+    data, filename = image_bytes(image, document_path, input_path)
     kind = sniff_format(data)
     if kind not in SUPPORTED_FORMATS:
         raise inkex.AbortExtension(
@@ -123,17 +152,17 @@ def _article(kind: str) -> str:
 
 # --- bytes ---------------------------------------------------------------------------------------
 
-def image_bytes(image, document_path: str | None = None) -> tuple[bytes, str]:
+def image_bytes(image, document_path: str | None = None,
+                input_path: str | None = None) -> tuple[bytes, str]:
     """(bytes, file name) of an `<image>`: decoded from its `data:` URI (file name ''), or read
-    from the linked file (its base name). Links are tried as written, relative to the
-    document's folder, as `file:` URLs, and finally through `sodipodi:absref`."""
+    from the linked file (its base name), found as `linked_path` says."""
     href = (image.get("xlink:href") or image.get("href") or "").strip()
     if not href:
         raise inkex.AbortExtension(
             "The selected image has no picture data (its link is empty): relink or re-import it.")
     if href[:5].lower() == "data:":
         return decode_data_uri(href), ""
-    path = linked_path(href, image.get("sodipodi:absref"), document_path)
+    path = linked_path(href, image.get("sodipodi:absref"), document_path, input_path)
     try:
         with open(path, "rb") as handle:
             return handle.read(), os.path.basename(path)
@@ -159,11 +188,15 @@ def decode_data_uri(uri: str) -> bytes:
                                    "re-import the picture.") from None
 
 
-def linked_path(href: str, absref: str | None, document_path: str | None) -> str:
-    """The existing file a linked `<image>` points to, or AbortExtension saying which is missing.
+def linked_path(href: str, absref: str | None, document_path: str | None,
+                input_path: str | None = None) -> str:
+    """The existing file a linked `<image>` points to, found the way Inkscape finds it, or
+    AbortExtension naming the link as the user wrote it.
 
-    `document_path` is the saved SVG file; without it relative links cannot be resolved, and
-    only `sodipodi:absref` (written by older Inkscape versions) can help.
+    Tried in order: an absolute path or `file:` URI (percent-encoded or not); a relative link
+    against the folder of `input_path` (Inkscape hands an extension a temporary copy of the
+    document and rewrites relative links to start from that copy's folder), then against the
+    folder of `document_path` (the saved document); finally `sodipodi:absref`.
     """
     split = urllib.parse.urlsplit(href)
     scheme = split.scheme.lower()
@@ -178,24 +211,41 @@ def linked_path(href: str, absref: str | None, document_path: str | None) -> str
         unquoted = urllib.parse.unquote(href)
         if unquoted != href:  # links written as URI references percent-encode spaces etc.
             candidates.append(unquoted)
-    folder = os.path.dirname(os.path.abspath(document_path)) if document_path else None
-    tried = []
+    document_folder = _folder(document_path)
+    folders = [folder for folder in (_folder(input_path), document_folder) if folder]
     for candidate in candidates:
         candidate = os.path.expanduser(candidate)
-        if not os.path.isabs(candidate):
-            if folder is None:
-                continue
-            candidate = os.path.join(folder, candidate)
-        tried.append(candidate)
-        if os.path.isfile(candidate):
-            return candidate
+        for path in [candidate] if os.path.isabs(candidate) else [
+                os.path.join(folder, candidate) for folder in folders]:
+            if os.path.isfile(path):
+                return path
     if absref and os.path.isfile(absref):
         return absref
-    shown = tried[0] if tried else href
-    hint = "" if tried else " (save the document first, so relative links can be found)"
+    relative = not os.path.isabs(os.path.expanduser(candidates[-1]))
+    if relative and not document_folder:
+        raise inkex.AbortExtension(
+            f"The linked image file {_as_written(href, input_path, None)} was not found (save the "
+            "document first, so relative links can be found): relink the image or embed it "
+            "(Extensions ▸ Images ▸ Embed Images) and try again.")
+    where = f" (looked for next to the document, in {document_folder})" if relative else ""
     raise inkex.AbortExtension(
-        f"The linked image file {shown} was not found{hint}: relink the image or embed it "
-        "(Extensions ▸ Images ▸ Embed Images) and try again.")
+        f"The linked image file {_as_written(href, input_path, document_folder)} was not found"
+        f"{where}: relink the image or embed it (Extensions ▸ Images ▸ Embed Images) and try again.")
+
+
+def _folder(path: str | None) -> str | None:
+    return os.path.dirname(os.path.abspath(path)) if path else None
+
+
+def _as_written(href: str, input_path: str | None, document_folder: str | None) -> str:
+    """The link as the user wrote it: a relative link that Inkscape rewrote against its
+    temporary copy's folder is turned back into one relative to the document's folder."""
+    input_folder = _folder(input_path)
+    plain = urllib.parse.unquote(href)
+    if (os.path.isabs(plain) or "://" in href or href.lower().startswith("file:")
+            or not input_folder or not document_folder or input_folder == document_folder):
+        return href
+    return os.path.relpath(os.path.normpath(os.path.join(input_folder, plain)), document_folder)
 
 
 # --- headers -------------------------------------------------------------------------------------
@@ -224,13 +274,20 @@ def sniff_format(data: bytes) -> str:
 
 
 def pixel_size(data: bytes, kind: str | None = None) -> tuple[int, int] | None:
-    """(width, height) in pixels from the header of a PNG, JPEG or WebP file; None if unreadable."""
+    """(width, height) in pixels from the header of a PNG, JPEG or WebP file; None if unreadable.
+
+    For a JPEG whose EXIF orientation turns it by a quarter (a portrait photo from a phone) it
+    is the upright size, as Inkscape shows the photo and the backend sketches it.
+    """
     kind = kind or sniff_format(data)
     try:
         if kind == "PNG":
             return _png_size(data)
         if kind == "JPEG":
-            return _jpeg_size(data)
+            size = _jpeg_size(data)
+            if size is not None and jpeg_orientation(data) in (5, 6, 7, 8):
+                return size[1], size[0]
+            return size
         if kind == "WEBP":
             return _webp_size(data)
     except (struct.error, IndexError):
@@ -269,6 +326,38 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             return (width, height) if width and height else None
         offset += 2 + length
     return None
+
+
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read."""
+    offset = 2
+    try:
+        while offset + 4 <= len(data) and data[offset] == 0xFF:
+            marker = data[offset + 1]
+            if marker in (0xD9, 0xDA):
+                break
+            (length,) = struct.unpack(">H", data[offset + 2:offset + 4])
+            body = data[offset + 4:offset + 2 + length]
+            if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+                return _tiff_orientation(body[6:])
+            offset += 2 + length
+    except struct.error:
+        pass
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
+    (first_ifd,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[first_ifd:first_ifd + 2])
+    for index in range(count):
+        entry = first_ifd + 2 + 12 * index
+        tag, kind, _, value = struct.unpack(order + "HHIH", tiff[entry:entry + 10])
+        if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
