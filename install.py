@@ -16,8 +16,11 @@ import json
 import os
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -90,17 +93,44 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_PACKAGES = ["torch>=2.1", "torchvision>=0.16"]
 
 
+TORCH_BUILD_PROBE = (
+    "import torch, torchvision; mps = getattr(torch.backends, 'mps', None); "
+    "print(torch.__version__, torch.version.cuda or '-', int(bool(mps and mps.is_built())))"
+)
+
+
+def torch_build(python: Path) -> str | None:
+    """Which PyTorch the environment has, in words ("2.5.1, CUDA 12.4 build"), or None."""
+    probe = subprocess.run([str(python), "-c", TORCH_BUILD_PROBE], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None
+    version, cuda, mps = probe.stdout.split()[-3:]
+    if cuda != "-":
+        build = f"CUDA {cuda} build"
+        if not have_nvidia_gpu():
+            build += (" (no NVIDIA GPU here, so it runs on the CPU; the CPU-only build from "
+                      f"{TORCH_CPU_INDEX} is a fraction of its size)")
+    elif mps == "1":
+        build = "build with Apple MPS"
+    else:
+        build = "CPU-only build"
+    return f"{version.split('+')[0]}, {build}"
+
+
 def install_torch(python: Path) -> None:
     """PyTorch the right way for this machine: the CUDA build where an NVIDIA GPU is present
     (PyPI's Linux/Windows wheels), PyPI's wheels on macOS (they include Apple's MPS), and the
-    CPU-only build elsewhere, falling back to PyPI's wheels when PyTorch's index is out of reach."""
-    probe = subprocess.run(
-        [str(python), "-c", "import torch, torchvision; print(torch.__version__)"],
-        capture_output=True, text=True,
-    )
-    if probe.returncode == 0:
-        say(f"PyTorch {probe.stdout.strip()}: already installed")
+    CPU-only build elsewhere, falling back to PyPI's wheels when PyTorch's index is out of reach.
+    Says which build the environment ends up with."""
+    build = torch_build(python)
+    if build is not None:
+        say(f"PyTorch already installed: {build}")
         return
+    _install_torch(python)
+    say(f"PyTorch installed: {torch_build(python) or 'it does not import; see the output above'}")
+
+
+def _install_torch(python: Path) -> None:
     pip = [str(python), "-m", "pip", "install"]
     if sys.platform == "darwin":
         run(pip + TORCH_PACKAGES, "installing PyTorch (with Apple MPS support)")
@@ -232,9 +262,41 @@ def check_inkscape_python() -> None:
             "On Debian/Ubuntu: sudo apt-get install python3-lxml python3-gi gir1.2-gtk-3.0")
 
 
-def download_weights(python: Path, data_dir: Path) -> bool:
+#: Where the weights come from: CLIP through the Hugging Face hub, the others from GitHub.
+WEIGHTS_SERVERS = ("https://huggingface.co", "https://github.com")
+
+
+def weights_servers_unreachable(timeout: float = 5.0) -> str | None:
+    """One quick request to each server the weights come from: None when all answer, else
+    which one does not and why (no retries: offline, that is all there is to know)."""
+    for url in WEIGHTS_SERVERS:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        except urllib.error.HTTPError:
+            continue  # it answered
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ssl.SSLError):
+                continue  # it answered; certificates are the downloader's business
+            return f"{url} ({error.reason})"
+        except (OSError, ValueError) as error:
+            return f"{url} ({error})"
+    return None
+
+
+def download_weights(python: Path, data_dir: Path, models_dir: Path) -> bool:
     env = dict(os.environ, CLIPASCENE_DATA_DIR=str(data_dir))
-    result = subprocess.run([str(python), "-m", "clipascene_core.cli", "models", "download"], env=env)
+    models = [str(python), "-m", "clipascene_core.cli", "models"]
+    if subprocess.run([*models, "verify", "--quiet"], env=env, capture_output=True).returncode == 0:
+        say(f"model weights: all present in {models_dir}")
+        return True
+    unreachable = weights_servers_unreachable()
+    if unreachable:
+        say(f"WARNING: the model weights cannot be downloaded: {unreachable} cannot be reached "
+            "from this machine. Everything else is installed; when online, run "
+            f"`{python.parent / 'clipascene'} models download`, or re-run install.py with "
+            "--weights-dir pointing to a folder that has them.")
+        return False
+    result = subprocess.run([*models, "download"], env=env)
     if result.returncode != 0:
         say("WARNING: some weights could not be downloaded (see above). Everything else is "
             "installed; run `clipascene models download` later. Without U²-Net/LaMa the "
@@ -372,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"offline: no weights downloaded; put them in {models_dir} "
                 "(`clipascene models list` shows what is missing)")
         else:
-            download_weights(python, data_dir)
+            download_weights(python, data_dir, models_dir)
         backend = python.parent / ("clipascene-backend.exe" if os.name == "nt" else "clipascene-backend")
         if not args.no_inkscape:
             extensions = inkscape_extensions_dir(args.inkscape_profile)

@@ -109,3 +109,25 @@ def test_uninstall_without_an_installation_changes_nothing(tmp_path):
     result = install("--uninstall", "--data-dir", str(tmp_path))
     assert result.returncode == 0 and "nothing to uninstall" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_internet_it_says_at_once_that_the_weights_cannot_be_reached(tmp_path):
+    import torch
+
+    prefix = prefix_sharing_our_packages(tmp_path / "prefix")
+    # A proxy that refuses every connection stands for a machine without internet; the package
+    # registries stay reachable, as they are for pip in this environment.
+    dead = f"http://127.0.0.1:{free_port()}"
+    registries = "pypi.org,files.pythonhosted.org,download.pytorch.org"
+    env = dict(os.environ, https_proxy=dead, HTTPS_PROXY=dead, no_proxy=registries,
+               NO_PROXY=registries)
+    result = install("--prefix", str(prefix), "--no-inkscape", "--data-dir", str(tmp_path / "data"),
+                     env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "the model weights cannot be downloaded: https://huggingface.co" in result.stdout
+    assert "models download" in result.stdout  # what to run once online
+    # No download was even tried: no retries, no pages of hub messages.
+    assert "fetching through open_clip" not in result.stdout
+    assert "Traceback" not in result.stderr and "huggingface_hub" not in result.stderr
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    assert f"PyTorch already installed: {torch.__version__.split('+')[0]}, {build}" in result.stdout
