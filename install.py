@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bin_dir = python.parent
     say(f"done. In Inkscape: Extensions > CLIPascene > Sketch Image. From a terminal: "
-        f"{bin_dir / 'clipascene'} sketch photo.png --out result/")
+        f"{bin_dir / 'clipascene'} sketch {ROOT / 'examples' / 'chelsea.jpg'} --out result/")
     return 0
 
 

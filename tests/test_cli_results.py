@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from clipascene_core import __version__
 from clipascene_core.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--clip-model", "tiny-test", "--weights", "random", "--quiet", "--no-split",
          "--strokes", "4", "--iterations", "2", "--row-steps", "2", "--preset", "preview"]
 
@@ -60,3 +63,16 @@ def test_a_rerun_keeps_an_input_image_that_lies_in_the_output_folder(tmp_path, s
     scene_png.rename(mask)
     assert sketch(mask, out, "--layers", "2", "--rows", "0", umask=0o022) == 0
     assert mask.is_file() and (out / "cells" / "r0_L2.svg").is_file()
+
+
+def test_the_readme_first_command_sketches_the_sample_photo_shipped_here(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    photo = REPO / re.search(r"clipascene sketch (\S+) --out", readme).group(1)
+    assert photo.is_file() and photo.stat().st_size < 300_000
+    assert (photo.parent / "README.md").read_text().count("CC0") >= 1  # its licence is stated
+    out = tmp_path / "result"
+    code = main(["sketch", str(photo), "--out", str(out), *QUICK, "--layers", "8", "--rows", "0"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["image"]["width"], manifest["image"]["height"]) == (451, 300)
+    assert (out / "cells" / "r0_L8.svg").is_file() and (out / "grid.png").is_file()
