@@ -13,6 +13,7 @@ Two frames matter everywhere in this project:
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -24,10 +25,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-#: Formats accepted from users, by content (Pillow's format name), not by file name.
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP")
+#: Formats accepted from users, by content (Pillow's format name), not by file name. MPO (a
+#: phone's multi-picture JPEG) is read as the JPEG of its first picture.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
 #: Images with more pixels than this are refused as possible decompression bombs.
 MAX_IMAGE_PIXELS = 64_000_000
+#: Memory the decoded image may take (JPEGs are decoded reduced to the working size, so
+#: this bounds PNG and WebP): checked from the header before anything is decoded.
+MAX_DECODED_BYTES = 200_000_000
+#: The longest side may be at most this many times the shortest: thinner images have nothing
+#: left to sketch across once scaled to the model's canvas.
+MAX_ASPECT_RATIO = 100
 #: Longest side kept in memory for the pipeline; larger inputs are downscaled for the model
 #: (the output frame stays the input's own pixel frame).
 WORKING_MAX_SIDE = 2048
@@ -114,63 +122,113 @@ class InputImage:
         return CanvasFrame(self.width, self.height)
 
 
-def load_image(path: str | Path) -> InputImage:
-    """Open a user's image, checked by content (PNG, JPEG or WebP), composited on white.
+_EXIF_ORIENTATION = 0x0112
+#: What turns a stored picture upright, by its EXIF orientation (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+#: Orientations that turn the picture by a quarter: its upright width is its stored height.
+_QUARTER_TURNS = (5, 6, 7, 8)
 
-    Raises `ImageInputError` with a one-line message for anything we cannot sketch.
+
+def load_image(source: str | Path | bytes) -> InputImage:
+    """Open a user's image (a file, or its bytes), checked by content (PNG, JPEG or WebP),
+    turned upright as its EXIF orientation says, composited on white.
+
+    Everything that can be checked from the header (format, size, aspect ratio, the memory
+    the decoded pixels take) is checked before any pixel is decoded. Raises `ImageInputError`
+    with a one-line message for anything we cannot sketch (prefixed with the file's path).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageInputError(f"{path}: no such file.")
-    if path.stat().st_size == 0:
-        raise ImageInputError(f"{path}: the file is empty.")
+    if isinstance(source, bytes):
+        where, opened = "", io.BytesIO(source)
+        if not source:
+            raise ImageInputError("the file is empty.")
+    else:
+        path = Path(source)
+        where, opened = f"{path}: ", path
+        if not path.is_file():
+            raise ImageInputError(f"{where}no such file.")
+        if path.stat().st_size == 0:
+            raise ImageInputError(f"{where}the file is empty.")
     try:
-        with Image.open(path) as image:
+        with Image.open(opened) as image:
             if image.format not in SUPPORTED_FORMATS:
                 raise ImageInputError(
-                    f"{path}: {image.format} images are not supported; use PNG, JPEG or WebP."
+                    f"{where}{image.format} images are not supported; use PNG, JPEG or WebP."
                 )
-            _check_pixel_count(path, image.size)
+            orientation = _orientation(image)
             width, height = image.size
-            image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
+            if orientation in _QUARTER_TURNS:
+                width, height = height, width
+            _check_header(where, width, height)
+            image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decoded reduced
+            _check_decoded_bytes(where, image)
             image.load()
-            return InputImage(_to_rgb_on_white(image), width, height, image.format)
+            pixels = _to_rgb_on_white(image)
+            if orientation in _UPRIGHT:
+                pixels = pixels.transpose(_UPRIGHT[orientation])
+            fmt = "JPEG" if image.format == "MPO" else image.format
+            return InputImage(pixels, width, height, fmt)
     except ImageInputError:
         raise
     except UnidentifiedImageError:
-        raise ImageInputError(f"{path}: not an image file (PNG, JPEG or WebP expected).") from None
+        raise ImageInputError(f"{where}not an image file (PNG, JPEG or WebP expected).") from None
     except Image.DecompressionBombError:
         raise ImageInputError(
-            f"{path}: the image is too large (over {MAX_IMAGE_PIXELS:,} pixels)."
+            f"{where}the image is too large (over {MAX_IMAGE_PIXELS:,} pixels)."
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageInputError(f"{path}: the image data is damaged or truncated ({error}).") from None
+        raise ImageInputError(f"{where}the image data is damaged or truncated ({error}).") from None
 
 
-def _check_pixel_count(path: Path, size: tuple[int, int]) -> None:
-    width, height = size
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation tag (1 = upright as stored), if any."""
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001  (damaged EXIF: the picture is taken as stored)
+        return None
+
+
+def _check_header(where: str, width: int, height: int) -> None:
     if width < 1 or height < 1:
-        raise ImageInputError(f"{path}: the image has no pixels.")
+        raise ImageInputError(f"{where}the image has no pixels.")
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageInputError(
-            f"{path}: the image is too large ({width}x{height}; at most {MAX_IMAGE_PIXELS:,} pixels)."
+            f"{where}the image is too large ({width}x{height}; at most {MAX_IMAGE_PIXELS:,} pixels)."
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageInputError(
+            f"{where}the image is too thin to sketch ({width}x{height}; its long side may be at "
+            f"most {MAX_ASPECT_RATIO} times its short side): crop it or pad it first."
+        )
+
+
+def _check_decoded_bytes(where: str, image: Image.Image) -> None:
+    """Refuse an image whose decoded pixels would take too much memory (a small PNG can
+    declare tens of megapixels in 16 bits a channel)."""
+    per_pixel = {"1": 1, "L": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(image.mode, 4)
+    needed = image.size[0] * image.size[1] * per_pixel
+    if needed > MAX_DECODED_BYTES:
+        raise ImageInputError(
+            f"{where}the image is too large to decode ({image.size[0]}x{image.size[1]} in "
+            f"{image.mode} takes {needed / 1e6:.0f} MB; at most {MAX_DECODED_BYTES / 1e6:.0f} MB): "
+            "save it smaller or with 8 bits a channel."
         )
 
 
 def _to_rgb_on_white(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda value: value * (1 / 256)).convert("L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    image = image.convert("RGB")
+    if image.mode in ("P", "1", "PA"):
+        image = image.convert("RGBA")
+    # Scaled to the working size first, so every conversion below works on few pixels.
     if max(image.size) > WORKING_MAX_SIDE:
         image = ImageOps.contain(image, (WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.LANCZOS)
-    return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode in ("RGBA", "LA"):
+        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, image.convert("RGBA"))
+    return image.convert("RGB")
 
 
 def square_crop_tensor(

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from clipascene_core.imageio import (
+    MAX_ASPECT_RATIO,
     MAX_IMAGE_PIXELS,
     CanvasFrame,
     ImageInputError,
@@ -15,12 +16,12 @@ from clipascene_core.imageio import (
 )
 
 
-def png_header_only(path, width, height):
+def png_header_only(path, width, height, depth=8, colour=0):
     """A PNG whose header claims width x height, with no real pixel data."""
     def chunk(kind, data):
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
 
@@ -129,3 +130,62 @@ def test_canvas_tensor_places_content_where_the_frame_says(tmp_path):
     assert abs(dark[:, 0].min().item() - y0) < 1.0 and abs(dark[:, 0].max().item() + 1 - y1) < 1.0
     # Padding is white paper, not cropped content.
     assert canvas[:, :5].min() > 0.99 and canvas[:, -5:].min() > 0.99
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    # Stored 40x20 with its left half dark, tagged "turn 90 degrees clockwise to view" (6):
+    # upright it is 20x40 with the dark half on top.
+    stored = Image.new("RGB", (40, 20), "white")
+    stored.paste((0, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=95)
+    loaded = load_image(path)
+    assert (loaded.width, loaded.height) == (20, 40)
+    pixels = np.asarray(loaded.pixels.convert("L")).astype(int)
+    assert pixels.shape == (40, 20)
+    assert pixels[:18].mean() < 40 and pixels[22:].mean() > 215
+
+
+def test_an_mpo_is_read_as_its_first_picture(tmp_path):
+    first, second = Image.new("RGB", (30, 20), (200, 10, 10)), Image.new("RGB", (30, 20), "blue")
+    path = tmp_path / "stereo.jpg"
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    assert Image.open(path).format == "MPO"
+    loaded = load_image(path)
+    assert (loaded.width, loaded.height, loaded.format) == (30, 20, "JPEG")
+    red, green, blue = np.asarray(loaded.pixels).reshape(-1, 3).mean(axis=0)
+    assert red > 150 and blue < 60
+
+
+@pytest.mark.parametrize("size", [(5000, 40), (40, 5000), (10_000, 2)])
+def test_too_thin_images_are_refused_up_front(tmp_path, size):
+    path = tmp_path / "strip.png"
+    Image.new("L", size, 128).save(path)
+    with pytest.raises(ImageInputError, match="too thin to sketch") as caught:
+        load_image(path)
+    assert f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+def test_the_thinnest_allowed_image_loads(tmp_path):
+    path = tmp_path / "strip.png"
+    Image.new("L", (MAX_ASPECT_RATIO * 30, 30), 128).save(path)
+    loaded = load_image(path)
+    assert loaded.pixels.size == (2048, 20)
+
+
+def test_a_png_whose_pixels_would_not_fit_in_memory_is_refused_before_decoding(tmp_path):
+    # 62 megapixels of 16-bit RGBA: under the pixel limit, 248 MB once decoded.
+    path = tmp_path / "deep.png"
+    png_header_only(path, 7_874, 7_874, depth=16, colour=6)
+    with pytest.raises(ImageInputError, match="too large to decode"):
+        load_image(path)
+
+
+def test_images_load_from_bytes_with_unprefixed_messages(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (12, 8), "red").save(path)
+    assert load_image(path.read_bytes()).width == 12
+    with pytest.raises(ImageInputError, match="^not an image file"):
+        load_image(b"plain text")
