@@ -7,8 +7,7 @@ import io
 import ipaddress
 import json
 import logging
-import secrets
-import tempfile
+import sqlite3
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from clipascene_core.config import ConfigError
 from clipascene_core.imageio import ImageInputError, load_image
 from clipascene_core.strokes import StrokeSet, document_size, read_svg
 
+from .guard import FORM_OVERHEAD_BYTES, Guard
 from .health import missing_clip_weights, weights_report
 from .params import JobParams, job_key
-from .store import FINAL, Job, JobStore, valid_job_id
+from .store import FINAL, STORAGE_ERRORS, Job, JobStore, storage_problem, valid_job_id
 from .worker import ModelSettings, Worker
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     token: str | None = None
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    #: Host names requests may be addressed to (None: any). `serve` sets the bound loopback
+    #: names, or --public-name, against DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
     start_workers: bool = True
 
 
@@ -109,9 +112,20 @@ class MatrixInfo(BaseModel):
     cells: list[CellInfo]
 
 
+class WorkerState(BaseModel):
+    device: str
+    state: Literal["not started", "idle", "running", "retrying", "stuck", "stopped", "dead"]
+    job: str | None
+    problem: str | None
+    since: float | None
+
+
 class Health(BaseModel):
     service: str
     version: str
+    ok: bool
+    problems: list[str]
+    workers: list[WorkerState]
     devices: list[str]
     clip_model: str
     weights: dict[str, str]
@@ -168,22 +182,23 @@ def create_app(settings: Settings) -> FastAPI:
             if worker.is_alive():
                 worker.join(timeout=30)
 
+    # /docs and /redoc load their scripts from a CDN: not for a service reached with a token.
+    docs = settings.token is None
     app = FastAPI(title="CLIPascene backend", version=__version__, lifespan=lifespan,
-                  description="Local service that turns images into matrices of vector sketches.")
+                  description="Local service that turns images into matrices of vector sketches.",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
     app.state.store = store
     app.state.workers = workers
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        if settings.token is not None:
-            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                     or request.headers.get("x-clipascene-token", "")
-                     or request.query_params.get("token", ""))
-            if not secrets.compare_digest(given.encode(), settings.token.encode()):
-                return JSONResponse({"detail": "a valid token is needed: send it as "
-                                     "'Authorization: Bearer TOKEN'."}, status_code=401)
-        return await call_next(request)
+    app.add_middleware(Guard, token=settings.token, allowed_hosts=settings.allowed_hosts,
+                       max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(OSError)
+    async def storage_failed(_request: Request, error: Exception):
+        logger.error("storage error: %s", error)
+        return JSONResponse({"detail": storage_problem(error, settings.data_dir)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def readable_validation(_request: Request, error: RequestValidationError):
@@ -211,12 +226,21 @@ def create_app(settings: Settings) -> FastAPI:
     def health() -> Health:
         report = weights_report(settings.models)
         missing = [name for name, state in report.items() if state == "missing"]
+        states = [WorkerState(**worker.state()) for worker in workers]
+        problems = [f"worker on {state.device} is {state.state}: {state.problem}"
+                    for state in states if state.state in ("retrying", "stuck", "dead")]
+        try:
+            queue_depth = store.queue_depth()
+        except STORAGE_ERRORS as error:
+            problems.append(storage_problem(error, settings.data_dir))
+            queue_depth = -1
         return Health(
-            service="clipascene-backend", version=__version__, devices=settings.devices,
+            service="clipascene-backend", version=__version__, ok=not problems, problems=problems,
+            workers=states, devices=settings.devices,
             clip_model=settings.models.clip_model, weights=report, missing=missing,
             how_to_get_missing=("run `python3 install.py` (or `clipascene models download`) with "
                                 "internet access" if missing else None),
-            queue_depth=store.queue_depth(),
+            queue_depth=queue_depth,
         )
 
     # --- jobs ----------------------------------------------------------------------------
@@ -224,7 +248,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, response_model=Submitted,
               responses={200: {"model": Submitted, "description": "the same job already exists"},
                          409: {"description": "the CLIP weights are missing: no job can run"}})
-    async def submit(image: UploadFile = File(...), params: str = Form("{}")):
+    async def submit(request: Request, image: UploadFile = File(...), params: str = Form("{}")):
+        form = await request.form()  # already read by FastAPI: the parts as sent
+        for part in ("image", "params"):
+            if len(form.getlist(part)) > 1:
+                raise HTTPException(400, f"the form has {len(form.getlist(part))} '{part}' parts; "
+                                         "send one.")
+        dead = [worker.device for worker in workers if worker.state()["state"] == "dead"]
+        if dead:
+            raise HTTPException(503, f"the worker on {', '.join(dead)} has stopped, so no job "
+                                     "would run; restart the backend (its log says why).")
         missing = missing_clip_weights(settings.models)
         if missing:  # refused now rather than failed when a worker tries to load CLIP
             raise HTTPException(409, missing)
@@ -239,6 +272,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(400, f"params is not valid JSON ({error.msg}).") from None
         except RecursionError:  # json.loads of e.g. "[[[[…" nested thousands deep
             raise HTTPException(400, "params is nested too deeply; send a flat JSON object.") from None
+        except ValueError as error:  # e.g. an integer of over 4300 digits
+            raise HTTPException(400, f"params has a value Python refuses to read ({error}).") from None
         if not isinstance(decoded, dict):
             raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
         try:
@@ -250,14 +285,14 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(422, f"invalid params: {problems}") from None
         except ConfigError as error:
             raise HTTPException(422, f"invalid params: {error}") from None
-        checked = await asyncio.to_thread(_check_image, data, settings.data_dir)
+        checked = await asyncio.to_thread(_check_image, data)
         name = Path(image.filename or "image").name[:200]
         key = job_key(data, job_params, settings.models.identity)
-        job, created = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
-                                    checked["width"], checked["height"])
+        job, cached = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
+                                   checked["width"], checked["height"])
         wake.set()
-        return JSONResponse(Submitted(id=job.id, status=job.status, cached=not created).model_dump(),
-                            status_code=202 if created else 200)
+        return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached).model_dump(),
+                            status_code=200 if cached else 202)
 
     @app.get("/v1/jobs", response_model=list[JobInfo])
     def list_jobs(limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
@@ -271,7 +306,8 @@ def create_app(settings: Settings) -> FastAPI:
     def cancel(job_id: str, purge: bool = False):
         job = get_job(job_id)
         if purge:
-            if job.status == "running":
+            # A job left 'running' by a worker that no longer runs it can go at once.
+            if job.status == "running" and any(worker.current == job_id for worker in workers):
                 store.request_cancel(job_id)
                 raise HTTPException(409, "the job is still stopping; purge it again in a moment.")
             store.purge(job_id)
@@ -417,18 +453,20 @@ def _manifest(store: JobStore, job_id: str) -> dict | None:
         return None
 
 
-def _check_image(data: bytes, data_dir: Path) -> dict:
+#: One upload is decoded at a time, so concurrent uploads cannot add up their decoding memory.
+_DECODING = threading.Lock()
+
+
+def _check_image(data: bytes) -> dict:
     """Validate an upload by content (format, size, integrity) -> its suffix and size."""
     suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
-    with tempfile.NamedTemporaryFile(dir=data_dir, suffix=".upload") as temporary:
-        temporary.write(data)
-        temporary.flush()
-        try:
-            image = load_image(temporary.name)
-        except ImageInputError as error:
-            message = str(error).replace(f"{temporary.name}: ", "")
-            raise HTTPException(415 if "not an image" in message or "not supported" in message
-                                else 400, message) from None
+    try:
+        with _DECODING:
+            image = load_image(data)
+    except ImageInputError as error:
+        message = str(error)
+        raise HTTPException(415 if "not an image" in message or "not supported" in message
+                            else 400, message) from None
     return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}
 
 

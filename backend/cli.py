@@ -21,6 +21,8 @@ from .worker import ModelSettings
 logger = logging.getLogger("backend")
 DEFAULT_PORT = 8765
 TOKEN_VARIABLE = "CLIPASCENE_TOKEN"
+#: Shorter tokens can be guessed by anyone who can reach the port.
+MIN_TOKEN_LENGTH = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto",
                        help="auto, cpu, cuda, mps, or a comma list (cuda:0,cuda:1): one worker each")
     serve.add_argument("--token", default=None,
-                       help=f"require this token on every request (or set ${TOKEN_VARIABLE})")
+                       help=f"require this token (at least {MIN_TOKEN_LENGTH} characters) on every "
+                            f"request (or set ${TOKEN_VARIABLE})")
+    serve.add_argument("--public-name", action="append", default=[], metavar="HOST",
+                       help="a host name clients reach the service by, beyond the bound address "
+                            "and loopback (e.g. behind a reverse proxy); may be repeated")
     serve.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
                        help="open_clip model name, or tiny-test (tiny random model for tests)")
     serve.add_argument("--weights", default="openai", help="openai, random, or a weights file")
@@ -153,17 +159,37 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def allowed_hosts(bound: str, token: str | None, public_names: list[str]) -> tuple[str, ...] | None:
+    """The Host names requests may carry: against DNS rebinding, the loopback names and the
+    bound address, plus --public-name. None (any name) only for a token-protected service
+    without public names: there the token is what keeps other web pages out."""
+    from .app import is_loopback
+    from .guard import LOOPBACK_NAMES, host_name
+
+    if token is not None and not public_names and not is_loopback(bound):
+        return None
+    names = [host_name(bound)] if bound not in ("0.0.0.0", "::") else []
+    names += [host_name(name) for name in public_names]
+    return tuple(dict.fromkeys([*names, *LOOPBACK_NAMES]))
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from clipascene_core.paths import data_dir as default_data_dir
 
     from .app import Settings, create_app, is_loopback
+    from .store import StoreError, storage_problem
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     if not is_loopback(args.host) and not token:
         print(f"clipascene-backend: binding {args.host} exposes the service to the network; "
               f"give a token with --token or ${TOKEN_VARIABLE}.", file=sys.stderr)
+        return 2
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        print(f"clipascene-backend: the token is {len(token)} characters long; use at least "
+              f"{MIN_TOKEN_LENGTH} (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe())'`).",
+              file=sys.stderr)
         return 2
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     if args.data_dir is not None:
@@ -177,10 +203,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"clipascene-backend: port {args.port} on {args.host} is in use — is the backend "
               "already running? Choose another with --port.", file=sys.stderr)
         return 3
-    setup_logging(data_dir, args.log_level)
     models = ModelSettings(args.clip_model, args.weights,
                            args.models_dir.expanduser().resolve() if args.models_dir else None)
-    app = create_app(Settings(data_dir=data_dir, devices=devices, models=models, token=token))
+    try:
+        setup_logging(data_dir, args.log_level)
+        app = create_app(Settings(data_dir=data_dir, devices=devices, models=models, token=token,
+                                  allowed_hosts=allowed_hosts(args.host, token, args.public_name)))
+    except StoreError as error:
+        print(f"clipascene-backend: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"clipascene-backend: {storage_problem(error, data_dir)}", file=sys.stderr)
+        return 2
     logger.info("serving on http://%s:%d with workers on %s; data in %s", args.host, args.port,
                 ", ".join(devices), data_dir)
     record_file = pid_file(data_dir)

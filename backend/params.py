@@ -25,6 +25,15 @@ class JobParams(BaseModel):
     iterations: int | None = Field(default=None, ge=1, le=20_000)
     row_steps: int | None = Field(default=None, ge=1, le=5_000)
 
+    @field_validator("layers", "rows", "strokes", "seed", "iterations", "row_steps", mode="before")
+    @classmethod
+    def _no_booleans(cls, value):
+        """JSON true and false are not the numbers 1 and 0 here (`layers: [true]`)."""
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(item, bool)
+                                                                        for item in value)):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("layers", mode="before")
     @classmethod
     def _layers_from_text(cls, value):

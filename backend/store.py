@@ -11,6 +11,7 @@ share one; WAL lets readers proceed while a worker writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import secrets
@@ -61,6 +62,53 @@ CREATE TABLE IF NOT EXISTS cells (
 """
 
 
+class StoreError(RuntimeError):
+    """The data folder or its database cannot be used. The message says what to do."""
+
+
+#: What a full disk, a read-only folder or a damaged database raises from the store.
+STORAGE_ERRORS = (sqlite3.Error, OSError)
+
+
+def _disk_full(error: BaseException) -> bool:
+    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error)
+
+
+def _read_only(error: BaseException) -> bool:
+    return (getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM)
+            or "readonly" in str(error))
+
+
+def _damaged(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.DatabaseError) and (
+        not isinstance(error, sqlite3.OperationalError) or _damage(error))
+
+
+def disk_trouble(error: BaseException) -> bool:
+    """Whether `error` is a full disk, a read-only folder or a damaged database."""
+    return isinstance(error, STORAGE_ERRORS) and (
+        _disk_full(error) or _read_only(error) or _damaged(error))
+
+
+def storage_problem(error: BaseException, data_dir: Path) -> str:
+    """One sentence for the user about a storage error met in `data_dir`."""
+    if _disk_full(error):
+        return (f"the disk holding the data folder {data_dir} is full; free some space "
+                "(finished jobs can be purged) and try again.")
+    if _read_only(error):
+        return (f"the data folder {data_dir} cannot be written ({error}); fix its permissions "
+                "or start the backend with another --data-dir.")
+    if _damaged(error):
+        return damaged_database(data_dir / "jobs.sqlite3", str(error))
+    return f"the backend could not use its data folder {data_dir} ({error})."
+
+
+def damaged_database(path: Path, reason: str) -> str:
+    return (f"the job database {path} is damaged or not CLIPascene's ({reason}). Stop the "
+            f"backend, move it aside (mv {path} {path}.damaged) and start again: a new one is "
+            "made, and the files of earlier jobs stay in the jobs folder.")
+
+
 def valid_job_id(job_id: str) -> bool:
     """Job ids are 16 lowercase hex digits: nothing else can reach the file system."""
     return bool(_JOB_ID.fullmatch(job_id))
@@ -98,13 +146,30 @@ class Job:
 
 class JobStore:
     def __init__(self, data_dir: Path) -> None:
+        """Open (or create) the store; raises StoreError saying what is wrong and what to do."""
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "jobs.sqlite3"
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            # Uploads were once checked through temporary files; a crash could leave them.
+            for stale in self.data_dir.glob("*.upload"):
+                stale.unlink(missing_ok=True)
+            with self._connect() as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(_SCHEMA)
+                check = connection.execute("PRAGMA quick_check").fetchone()[0]
+                columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+                cell_columns = {row["name"] for row in connection.execute("PRAGMA table_info(cells)")}
+        except STORAGE_ERRORS as error:
+            raise StoreError(storage_problem(error, self.data_dir)) from None
+        if check != "ok":
+            raise StoreError(damaged_database(self.path, f"integrity check: {check}"))
+        missing = (set(Job.__dataclass_fields__) - columns) | ({"job_id", "row", "layer", "data",
+                                                                "finished"} - cell_columns)
+        if missing:
+            raise StoreError(damaged_database(
+                self.path, f"its tables lack the columns {', '.join(sorted(missing))}"))
 
     @contextmanager
     def _connect(self):
@@ -132,7 +197,9 @@ class JobStore:
                width: int, height: int) -> tuple[Job, bool]:
         """Create a queued job, or return the existing job with the same key.
 
-        Returns (job, created). A failed or cancelled job with the same key is queued again.
+        Returns (job, cached): cached when the existing job is used as it is. A failed or
+        cancelled job with the same key is queued again, and a job being cancelled goes on
+        (its worker queues it again if it has already stopped): neither is a cache hit.
         """
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
@@ -140,14 +207,17 @@ class JobStore:
                 row = connection.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
                 if row is not None:
                     job = Job.from_row(row)
-                    if job.status in ("failed", "cancelled"):
+                    cached = job.status in ("queued", "running", "done") and not job.cancel_requested
+                    if job.status == "running" and job.cancel_requested:
+                        connection.execute("UPDATE jobs SET cancel_requested=0 WHERE id=?", (job.id,))
+                    elif job.status in ("failed", "cancelled"):
                         connection.execute(
                             "UPDATE jobs SET status='queued', error=NULL, cancel_requested=0, "
                             "attempts=0, created=?, progress='{}' WHERE id=?", (time.time(), job.id))
-                        job = Job.from_row(connection.execute(
-                            "SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
+                    job = Job.from_row(connection.execute(
+                        "SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
                     connection.execute("COMMIT")
-                    return job, False
+                    return job, cached
                 job_id = secrets.token_hex(8)
                 folder = self.job_dir(job_id)
                 folder.mkdir(parents=True)
@@ -162,7 +232,7 @@ class JobStore:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        return self.get(job_id), True
+        return self.get(job_id), False
 
     def get(self, job_id: str) -> Job | None:
         if not valid_job_id(job_id):
@@ -186,16 +256,23 @@ class JobStore:
         """Atomically take the oldest queued job for a worker on `device`."""
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
-            row = connection.execute(
-                "SELECT id FROM jobs WHERE status='queued' ORDER BY created LIMIT 1").fetchone()
-            if row is None:
+            try:
+                row = connection.execute(
+                    "SELECT id FROM jobs WHERE status='queued' ORDER BY created LIMIT 1").fetchone()
+                if row is None:
+                    connection.execute("COMMIT")
+                    return None
+                connection.execute(
+                    "UPDATE jobs SET status='running', started=?, attempts=attempts+1, device=? "
+                    "WHERE id=?", (time.time(), device, row["id"]))
+                # Read in the same transaction: a job is never claimed without its worker knowing.
+                job = Job.from_row(connection.execute(
+                    "SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
                 connection.execute("COMMIT")
-                return None
-            connection.execute(
-                "UPDATE jobs SET status='running', started=?, attempts=attempts+1, device=? "
-                "WHERE id=?", (time.time(), device, row["id"]))
-            connection.execute("COMMIT")
-        return self.get(row["id"])
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return job
 
     def update(self, job_id: str, **fields: Any) -> None:
         encoded = {key: json.dumps(value) if key in ("progress", "notices", "params") else value
@@ -217,6 +294,19 @@ class JobStore:
             connection.execute(
                 "UPDATE jobs SET cancel_requested=1 WHERE id=? AND status='running'", (job_id,))
         return self.get(job_id)
+
+    def end_cancelled(self, job_id: str) -> bool:
+        """A worker stopped a job on a cancel request: mark it cancelled, unless it was
+        submitted again meanwhile (then it is queued again). Returns whether it was cancelled."""
+        with self._connect() as connection:
+            cancelled = connection.execute(
+                "UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND cancel_requested=1",
+                (time.time(), job_id)).rowcount
+            if not cancelled:
+                connection.execute(
+                    "UPDATE jobs SET status='queued', attempts=MAX(attempts-1, 0) WHERE id=?",
+                    (job_id,))
+        return bool(cancelled)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._connect() as connection:
@@ -264,9 +354,21 @@ class JobStore:
                 "INSERT OR REPLACE INTO cells (job_id, row, layer, data, finished) VALUES (?,?,?,?,?)",
                 (job_id, cell["row"], cell["layer"], json.dumps(cell), time.time()))
 
+    def clear_cells(self, job_id: str) -> None:
+        """Forget a job's cells and delete its results, before a run makes them again."""
+        with self._connect() as connection:
+            connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
+        shutil.rmtree(self.out_dir(job_id), ignore_errors=True)
+
     def cells(self, job_id: str) -> list[dict]:
         with self._connect() as connection:
             rows = connection.execute(
                 "SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
                 (job_id,)).fetchall()
         return [json.loads(row["data"]) for row in rows]
+
+
+def _damage(error: sqlite3.OperationalError) -> bool:
+    """Whether an OperationalError means the file is not a usable database."""
+    return any(text in str(error) for text in ("malformed", "not a database", "no such column",
+                                               "has no column"))

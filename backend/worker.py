@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from clipascene_core.config import ConfigError
@@ -86,7 +87,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            job = self.persist(lambda: self.store.claim_next(self.device), "take the next job")
+            job = self.persist(partial(self.store.claim_next, self.device), "take the next job")
             if job is None:
                 self.wake.wait(1.0)
                 self.wake.clear()
@@ -97,7 +98,8 @@ class Worker(threading.Thread):
                 self.process(job)
             except Exception as error:  # a fault outside the job's own run: the worker goes on
                 logger.exception("job %s: the worker failed", job.id)
-                self.persist(lambda: self.store.finish(job.id, "failed", f"internal error: {error}"),
+                reason = f"internal error: {type(error).__name__}: {error}"
+                self.persist(partial(self.store.finish, job.id, "failed", reason),
                              f"record the failure of job {job.id}")
             finally:
                 self.current = None

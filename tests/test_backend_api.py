@@ -248,9 +248,10 @@ def test_cancelling_a_queued_job_cancels_it_at_once(idle):
     assert cancelled.json()["finished"] is not None
     assert idle.delete(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"  # idempotent
     assert idle.get("/v1/health").json()["queue_depth"] == 0
-    # Submitting it again queues the same job once more.
+    # Submitting it again queues the same job once more: a run, not a cache hit.
     again = submit(idle, TINY)
-    assert again.json() == {"id": job_id, "status": "queued", "cached": True}
+    assert again.status_code == 202
+    assert again.json() == {"id": job_id, "status": "queued", "cached": False}
 
 
 def test_unfinished_job_has_no_files_yet(idle):
@@ -416,3 +417,99 @@ def test_event_stream_of_a_waiting_job_sends_keep_alive_comments(idle, monkeypat
             assert len(lines) < 50, lines
     assert lines[0] == "event: progress"
     idle.delete(f"/v1/jobs/{job_id}")
+
+
+# --- storage faults and dead workers --------------------------------------------------------
+
+class FullDisk:
+    """Makes the app's job store fail as on a full disk while `on` is set."""
+
+    def __init__(self, store, monkeypatch) -> None:
+        import sqlite3
+        import threading
+
+        self.on = threading.Event()
+        connect = store._connect
+
+        def failing_connect():
+            if self.on.is_set():
+                raise sqlite3.OperationalError("database or disk is full")
+            return connect()
+
+        monkeypatch.setattr(store, "_connect", failing_connect)
+
+
+def wait_for_health(client, check, timeout: float = 40.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    health: dict = {}
+    while time.monotonic() < deadline:
+        health = client.get("/v1/health").json()
+        if check(health):
+            return health
+        time.sleep(0.1)
+    raise AssertionError(f"health did not change in {timeout} s: {health}")
+
+
+@pytest.fixture
+def faulty(tmp_path, monkeypatch):
+    """A working service whose job store can be made to fail like a full disk."""
+    app = make_app(tmp_path)
+    with TestClient(app) as client:
+        client.disk = FullDisk(app.state.store, monkeypatch)
+        yield client
+        client.disk.on.clear()
+
+
+def test_the_worker_outlives_a_full_disk_and_health_says_so(faulty):
+    faulty.disk.on.set()
+    health = wait_for_health(faulty, lambda h: h["workers"][0]["state"] == "retrying")
+    assert health["ok"] is False
+    assert "full" in health["workers"][0]["problem"] and "full" in " ".join(health["problems"])
+    # Requests meet the same disk: a 503 with a sentence, not a bare 500.
+    response = faulty.get("/v1/jobs")
+    assert response.status_code == 503
+    assert "is full" in response.json()["detail"]
+    faulty.disk.on.clear()
+    health = wait_for_health(faulty, lambda h: h["workers"][0]["state"] == "idle")
+    assert health["ok"] is True and health["problems"] == []
+    job_id = submit(faulty, TINY).json()["id"]
+    assert wait_for_status(faulty, job_id, timeout=60)["status"] == "done"
+
+
+def test_a_job_whose_results_cannot_be_recorded_fails_with_the_reason(faulty, monkeypatch):
+    store = faulty.app.state.store
+
+    def disk_fills(*_args):
+        faulty.disk.on.set()
+        raise __import__("sqlite3").OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "add_cell", disk_fills)
+    job_id = submit(faulty, TINY).json()["id"]
+    wait_for_health(faulty, lambda h: h["workers"][0]["state"] == "retrying")
+    faulty.disk.on.clear()
+    monkeypatch.undo()  # the store works again
+    job = wait_for_status(faulty, job_id, timeout=60)
+    assert job["status"] == "failed"
+    assert "is full" in job["error"] and "free some space" in job["error"]
+    # Its files can go, and the worker goes on with the next job.
+    assert faulty.delete(f"/v1/jobs/{job_id}", params={"purge": "true"}).json()["purged"]
+    next_id = submit(faulty, {**TINY, "seed": 5}).json()["id"]
+    assert wait_for_status(faulty, next_id, timeout=60)["status"] == "done"
+
+
+def test_health_reports_a_dead_worker_and_jobs_are_refused(tmp_path):
+    app = make_app(tmp_path, start_workers=False)
+    with TestClient(app) as client:
+        worker = app.state.workers[0]
+        worker.run = lambda: None  # a thread that ended without being stopped
+        worker.start()
+        worker.join(timeout=10)
+        health = client.get("/v1/health").json()
+        assert health["ok"] is False
+        assert health["workers"][0]["state"] == "dead"
+        assert "restart" in health["problems"][0]
+        response = submit(client, TINY)
+        assert response.status_code == 503
+        assert "restart the backend" in response.json()["detail"]

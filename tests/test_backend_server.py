@@ -9,11 +9,13 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import sqlite3
 import struct
 import subprocess
 import threading
 import time
+import urllib.request
 import zlib
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from tests.backend_helpers import (
     png_bytes,
     serve_command,
     server_pool,
+    start_server,
     submit,
     subprocess_env,
     wait_for_status,
@@ -142,13 +145,13 @@ def test_purging_a_running_job_asks_to_try_again(server):
 
 # --- bad input ----------------------------------------------------------------------------
 
-def png_header(width: int, height: int) -> bytes:
+def png_header(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
     """A PNG signature and IHDR claiming width x height, with one tiny IDAT: a bomb's header."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
@@ -168,11 +171,24 @@ class Case:
     data: dict | None = None
     kwargs: dict = field(default_factory=dict)
     raw: bool = False  # sent with http.client, so no client library tidies the path
+    says: str = ""  # the detail must contain this
 
 
-def upload(image: bytes, status: int, name: str = "image.png", **data) -> Case:
+def upload(image: bytes, status: int, name: str = "image.png", says: str = "",
+           headers: dict | None = None, **data) -> Case:
     return Case("POST", "/v1/jobs", status, files={"image": (name, image, "image/png")},
-                data={"params": json.dumps(TINY), **data})
+                data={"params": json.dumps(TINY), **data}, says=says,
+                kwargs={"headers": headers} if headers else {})
+
+
+def thin_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: What a browser adds to a request another site's page makes.
+CROSS_SITE = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
 
 
 def bad_params(params, status: int) -> Case:
@@ -227,6 +243,36 @@ BAD_REQUESTS = {
     "row_steps 0": bad_params({"row_steps": 0}, 422),
     "split maybe": bad_params({"split": "maybe"}, 422),
     "strokes NaN": bad_params('{"strokes": NaN}', 422),
+    "seed of 5000 digits": bad_params('{"seed": ' + "9" * 5000 + "}", 400),
+    "layers [true]": bad_params({"layers": [True]}, 422),
+    "rows true": bad_params({"rows": True}, 422),
+    "two image parts": Case("POST", "/v1/jobs", 400, files=[
+        ("image", ("a.png", SCENE, "image/png")), ("image", ("b.png", SCENE, "image/png"))],
+        data={"params": json.dumps(TINY)}, says="2 'image' parts"),
+    "two params parts": Case("POST", "/v1/jobs", 400, files={"image": ("a.png", SCENE, "image/png")},
+                             data={"params": [json.dumps(TINY), json.dumps({"rows": 3})]}),
+    # images that would exhaust memory or break the pipeline: refused from their header
+    "PNG 62 MP in 16 bits": upload(png_header(7_874, 7_874, depth=16, colour=6), 400,
+                                   says="too large to decode"),
+    "image 125:1": upload(thin_png(5_000, 40), 400, says="too thin"),
+    "image 5000:1": upload(thin_png(10_000, 2), 400, says="too thin"),
+    # other web pages: cross-site requests and DNS rebinding
+    "cross-site upload": upload(SCENE, 403, headers=CROSS_SITE, says="other web pages"),
+    "upload with a foreign Origin only": upload(SCENE, 403, headers={"Origin": "http://evil.example"}),
+    "upload from a sandboxed page": upload(SCENE, 403, headers={"Origin": "null"}),
+    "upload from another local port": upload(SCENE, 403, headers={
+        "Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"}),
+    "cross-site form navigation": upload(SCENE, 403, headers={
+        "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}),
+    "cross-site cancel": Case("DELETE", "/v1/jobs/{DONE}", 403, kwargs={"headers": CROSS_SITE}),
+    "cross-site read of the job list": Case("GET", "/v1/jobs", 403, kwargs={"headers": CROSS_SITE}),
+    "rebound Host lists jobs": Case("GET", "/v1/jobs", 403, says="DNS rebinding",
+                                    kwargs={"headers": {"Host": "evil.example:8765"}}),
+    "rebound Host purges": Case("DELETE", "/v1/jobs/{DONE}?purge=true", 403,
+                                kwargs={"headers": {"Host": "evil.example"}}),
+    "rebound Host reads a cell": Case("GET", "/v1/jobs/{DONE}/cells/0/0.svg", 403,
+                                      kwargs={"headers": {"Host": "127.0.0.1.evil.example"}}),
+    "rebound Host uploads": upload(SCENE, 403, headers={"Host": "localhost.evil.example:8765"}),
     # job ids
     "unknown job id": Case("GET", "/v1/jobs/0123456789abcdef", 404),
     "unknown job matrix": Case("GET", "/v1/jobs/0123456789abcdef/matrix", 404),
@@ -254,12 +300,15 @@ BAD_REQUESTS = {
     "png size 1": Case("GET", "/v1/jobs/{DONE}/cells/0/0.png?size=1", 422),
     "png size 99999": Case("GET", "/v1/jobs/{DONE}/cells/0/0.png?size=99999", 422),
     "png size big": Case("GET", "/v1/jobs/{DONE}/cells/0/0.png?size=big", 422),
+    "png size of 5000 digits": Case("GET", "/v1/jobs/{DONE}/cells/0/0.png?size=" + "9" * 5000, 422),
+    "cell row of 5000 digits": Case("GET", "/v1/jobs/{DONE}/cells/" + "9" * 5000 + "/0.svg", 422),
     # other requests
     "DELETE unknown job": Case("DELETE", "/v1/jobs/0123456789abcdef", 404),
     "DELETE purge maybe": Case("DELETE", "/v1/jobs/{DONE}?purge=maybe", 422),
     "list limit 0": Case("GET", "/v1/jobs?limit=0", 422),
     "list limit 501": Case("GET", "/v1/jobs?limit=501", 422),
     "list limit abc": Case("GET", "/v1/jobs?limit=abc", 422),
+    "list limit of 5000 digits": Case("GET", "/v1/jobs?limit=" + "1" * 5000, 422),
     "PUT /v1/jobs": Case("PUT", "/v1/jobs", 405),
     "PATCH a job": Case("PATCH", "/v1/jobs/{DONE}", 405),
     "POST /v1/health": Case("POST", "/v1/health", 405),
@@ -291,6 +340,7 @@ def test_bad_request_gets_a_4xx_with_a_sentence(server, done_job, unready_job, n
     assert status == case.status, body
     detail = body["detail"]
     assert isinstance(detail, str) and len(detail.split()) >= 2, detail
+    assert case.says in detail
     assert "Traceback" not in detail
     assert server.process.poll() is None
 
@@ -305,6 +355,83 @@ def test_server_is_healthy_and_created_no_jobs_after_the_bad_requests(server, do
     upload_dir = server.data_dir
     assert not list(upload_dir.glob("*.upload")), "rejected uploads must not be left behind"
     assert "Traceback" not in server.output()
+
+
+def raw_exchange(port: int, head: bytes, body_chunks, timeout: float = 15.0) -> bytes:
+    """Send a request head and body chunks over a socket; the first bytes of the answer.
+
+    Sending stops at the first error (the server may close once it has answered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(head)
+        try:
+            for chunk in body_chunks:
+                connection.sendall(chunk)
+        except OSError:
+            pass
+        return connection.recv(200)
+
+
+def test_an_oversized_upload_is_refused_before_its_body_is_read(server):
+    # Declared too large: refused from the header, while almost none of the body was sent.
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {200 * 2**20}\r\n\r\n").encode()
+    started = time.monotonic()
+    answer = raw_exchange(server.port, head, [b"--x\r\n" + b"\0" * 65536])
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert time.monotonic() - started < 10
+    # Sent without a length (chunked): refused once the bytes read pass the limit, before the
+    # body ends (it never does here).
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    part = (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    chunk = b"\0" * 2**20
+    chunks = [b"%x\r\n%s\r\n" % (len(part), part)] + [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 28
+    answer = raw_exchange(server.port, head, chunks)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert server.client.get("/v1/health").json()["ok"] is True
+
+
+def test_the_page_itself_and_plain_clients_are_served(server):
+    own = f"http://127.0.0.1:{server.port}"
+    # The daemon's own page: same-origin fetches, and its upload form's POST.
+    page_fetch = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    assert server.client.get("/v1/jobs", headers=page_fetch).status_code == 200
+    response = submit_with(server.client, {**TINY, "seed": 41},
+                           headers={**page_fetch, "Origin": own})
+    assert response.status_code == 202, response.text
+    # A link to the page from elsewhere opens it; a typed address or a bookmark too.
+    for site in ("cross-site", "none"):
+        opened = server.client.get("/", headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"})
+        assert opened.status_code == 200
+    # Under its other loopback name.
+    assert server.client.get("/v1/health", headers={"Host": f"localhost:{server.port}"}).ok
+    # The extension (urllib) and curl send no browser headers at all.
+    with urllib.request.urlopen(f"{own}/v1/health", timeout=30) as answer:
+        assert json.loads(answer.read())["service"] == "clipascene-backend"
+
+
+def submit_with(client, params: dict, headers: dict):
+    return client.post("/v1/jobs", headers=headers, data={"params": json.dumps(params)},
+                       files={"image": ("scene.png", SCENE, "image/png")})
+
+
+def test_cancel_then_submit_again_runs_the_job_instead_of_a_cache_hit(server):
+    params = {**TINY, "iterations": 20_000, "seed": 51}
+    job_id = submit(server.client, params).json()["id"]
+    wait_for_status(server.client, job_id, wanted=("running",), timeout=60)
+    assert server.client.delete(f"/v1/jobs/{job_id}").status_code == 200
+    again = submit(server.client, params)
+    assert again.status_code == 202
+    assert again.json()["id"] == job_id and again.json()["cached"] is False
+    # It goes on (or runs again), instead of ending cancelled.
+    time.sleep(3)
+    job = server.client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] in ("running", "queued"), job
+    server.client.delete(f"/v1/jobs/{job_id}")
+    assert wait_for_status(server.client, job_id, timeout=30)["status"] == "cancelled"
 
 
 # --- many clients at once -----------------------------------------------------------------
@@ -373,12 +500,12 @@ def job_row(data_dir, job_id: str) -> tuple[str, int]:
 def test_a_job_interrupted_by_kill_9_is_run_again_by_the_next_server(server_factory, tmp_path):
     data_dir = tmp_path / "data"
     first = server_factory(data_dir)
-    params = {"preset": "preview", "layers": [2], "rows": 1, "strokes": 4, "iterations": 10,
-              "row_steps": 100, "split": False}
+    params = {"preset": "preview", "layers": [2], "rows": 2, "strokes": 4, "iterations": 10,
+              "row_steps": 30, "split": False}
     job_id = submit(first.client, params).json()["id"]
-    # Kill it during the simplicity row, when the fidelity cell is already on disk.
+    # Kill it during the last simplicity row, when two cells are already on disk.
     wait_for_status(first.client, job_id, wanted=("running",), timeout=90,
-                    check=lambda job: job["progress"]["cells_done"] >= 1)
+                    check=lambda job: job["progress"]["cells_done"] >= 2)
     first.process.kill()
     first.process.wait(timeout=30)
     assert job_row(data_dir, job_id) == ("running", 1)
@@ -388,22 +515,100 @@ def test_a_job_interrupted_by_kill_9_is_run_again_by_the_next_server(server_fact
     assert before, "the fidelity cell was written before the crash"
     for path in before:
         assert etree.parse(str(path)).getroot().tag == "{http://www.w3.org/2000/svg}svg"
-    assert json.loads((out / "manifest.json").read_text())["cells_done"] >= 1
+    assert json.loads((out / "manifest.json").read_text())["cells_done"] >= 2
 
     second = server_factory(data_dir)
-    job = wait_for_status(second.client, job_id, timeout=150)
+    # While it runs again, the database never lists cells the run's files do not have.
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        listed = second.client.get(f"/v1/jobs/{job_id}").json()
+        try:
+            on_disk = json.loads((out / "manifest.json").read_text())["cells_done"]
+        except (OSError, ValueError):
+            on_disk = 0
+        job = second.client.get(f"/v1/jobs/{job_id}").json()
+        assert on_disk >= min(listed["progress"]["cells_done"], job["progress"]["cells_done"]), (
+            listed, on_disk)
+        if job["status"] in FINAL:
+            break
+        time.sleep(0.05)
     assert job["status"] == "done", job
-    assert job["progress"]["cells_done"] == job["progress"]["cells_total"] == 2
+    assert job["progress"]["cells_done"] == job["progress"]["cells_total"] == 3
     assert job_row(data_dir, job_id) == ("done", 2)
     for path in sorted(out.glob("cells/*.svg")):
         etree.parse(str(path))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["cells_done"] == 2
+    assert manifest["cells_done"] == 3
     matrix = second.client.get(f"/v1/jobs/{job_id}/matrix").json()
     assert all(cell["ready"] for cell in matrix["cells"])
     assert second.client.get(f"/v1/jobs/{job_id}/grid.png").status_code == 200
     log = (data_dir / "backend.log").read_text()
     assert job_id in log and "re-queued" in log
+
+
+# --- a token -------------------------------------------------------------------------------
+
+TOKEN = "correct-horse-battery-staple"
+
+
+def test_a_token_protected_server_accepts_bearer_in_any_case_and_never_logs_the_token(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tmpk2j4.upload").write_bytes(b"left by a crash")
+    server = start_server(data_dir, "--log-level", "INFO", token=TOKEN)
+    try:
+        assert not (data_dir / "tmpk2j4.upload").exists(), "stale uploads are removed at start"
+        anonymous = requests.get(f"{server.url}/v1/jobs", timeout=30)
+        assert anonymous.status_code == 401
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            response = requests.get(f"{server.url}/v1/jobs", timeout=30,
+                                    headers={"Authorization": f"{scheme} {TOKEN}"})
+            assert response.status_code == 200, scheme
+        by_query = requests.get(f"{server.url}/v1/jobs/0123456789abcdef/cells/0/0.png",
+                                params={"token": TOKEN, "size": 64}, timeout=30)
+        assert by_query.status_code == 404  # past the token check; no such job
+        # /docs would load Swagger UI from a CDN: not served in token mode.
+        assert server.client.get("/docs").status_code == 404
+        assert server.client.get("/openapi.json").status_code == 200
+    finally:
+        server.stop()
+    logs = server.output() + (data_dir / "backend.log").read_text()
+    assert "/v1/jobs/0123456789abcdef/cells/0/0.png" in logs, "the access log was written"
+    assert TOKEN not in logs
+
+
+def test_a_short_token_is_refused_at_start(tmp_path):
+    command = serve_command(free_port(), tmp_path, "--token", "s3cret")
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "at least 16" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- start-up problems ---------------------------------------------------------------------
+
+def foreign_database(path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE jobs (name TEXT, salary REAL)")
+    connection.close()
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda data: (data / "jobs.sqlite3").write_bytes(b"\x00garbage" * 5000), "move it aside"),
+    (lambda data: foreign_database(data / "jobs.sqlite3"), "move it aside"),
+    (lambda data: (data / "jobs").write_text("a file where the jobs folder goes"), "data folder"),
+])
+def test_start_up_problems_are_one_clear_message(tmp_path, damage, says):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    damage(data_dir)
+    command = serve_command(free_port(), data_dir)
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 # --- the command line ---------------------------------------------------------------------
