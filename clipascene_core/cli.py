@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from . import __version__
 from .config import PRESETS, RENDERERS, ConfigError, make_config
 from .imageio import ImageInputError, load_image
 from .models import DEFAULT_CLIP_MODEL, WeightsError, default_threads, load_clip, resolve_device
+from .preprocess import MaskInputError, load_user_mask
 
 logger = logging.getLogger("clipascene")
 
@@ -82,17 +84,21 @@ def run_sketch(args: argparse.Namespace) -> int:
     from .files import remove_previous_results
     from .matrix import sketch_matrix
 
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as error:  # a device this machine lacks: a parameter error
+        raise ConfigError(str(error)) from None
     config = make_config(
         args.preset, device_type=device.type, seed=args.seed, layers=args.layers,
         strokes=args.strokes, iterations=args.iterations, simplicity_rows=args.rows,
         split=args.split, simplicity_steps=args.row_steps, renderer=args.renderer,
     )
     image = load_image(args.image)
-    if args.mask is not None and not args.mask.is_file():
-        raise ConfigError(f"--mask {args.mask}: no such file.")
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} exists and is not a folder.")
+    if args.mask is not None:
+        if not args.mask.is_file():
+            raise ConfigError(f"--mask {args.mask}: no such file.")
+        load_user_mask(args.mask, image.pixels.size, (image.width, image.height))
+    _check_out(args.out)
     default_threads()
     encoder = load_clip(args.clip_model, args.weights, device)
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
@@ -127,6 +133,19 @@ def run_sketch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, before anything is written, an --out that cannot hold the results."""
+    existing = out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == out.absolute() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder.")
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so no folder can be made under it.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: the folder {existing} is not writable.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             from .model_manager import run
 
             return run(args)
-    except (ImageInputError, ConfigError) as error:
+    except (ImageInputError, ConfigError, MaskInputError) as error:
         print(f"clipascene: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as error:  # e.g. the disk of --out filled up during the run
+        print(f"clipascene: cannot write the results: {error}", file=sys.stderr)
         return EXIT_INPUT
     except WeightsError as error:
         print(f"clipascene: {error}", file=sys.stderr)

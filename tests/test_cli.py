@@ -96,3 +96,46 @@ def test_console_script_is_installed_and_reports_usage():
     assert script is not None
     result = subprocess.run([script, "sketch", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--layers" in result.stdout
+
+
+def _files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["mask not an image", "mask of another size", "seed -1",
+                                  "out under a file", "out read-only", "device cuda"])
+def test_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path, scene_png, capsys, case):
+    import os
+
+    import torch
+
+    out = tmp_path / "out"
+    args = []
+    if case == "mask not an image":
+        (tmp_path / "mask.png").write_text("no picture here")
+        args = ["--mask", str(tmp_path / "mask.png")]
+    elif case == "mask of another size":
+        Image.new("L", (50, 50), 255).save(tmp_path / "mask.png")
+        args = ["--mask", str(tmp_path / "mask.png")]
+    elif case == "seed -1":
+        args = ["--seed", "-1"]
+    elif case == "out under a file":
+        (tmp_path / "a-file").write_text("x")
+        out = tmp_path / "a-file" / "out"
+    elif case == "out read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "locked").mkdir(mode=0o555)
+        out = tmp_path / "locked" / "out"
+    elif case == "device cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+        args = ["--device", "cuda"]
+    before = _files(tmp_path)
+    code = run_cli("sketch", str(scene_png), "--out", str(out), *TINY, "--iterations", "2",
+                   "--rows", "0", "--layers", "2", *args)
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("clipascene: "), err
+    assert _files(tmp_path) == before
