@@ -294,14 +294,14 @@ def test_purge_deletes_the_sketches_of_a_finished_job(service):
 
 @pytest.fixture
 def guarded(tmp_path):
-    with TestClient(make_app(tmp_path, token="s3cret", start_workers=False)) as client:
+    with TestClient(make_app(tmp_path, token="s3cret-sixteen-chars", start_workers=False)) as client:
         yield client
 
 
 @pytest.mark.parametrize("path", ["/v1/health", "/v1/jobs", "/", "/openapi.json",
                                   "/v1/jobs/0123456789abcdef"])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": "Bearer s3cretX"},
+                                     {"Authorization": "Bearer s3cret-sixteen-charsX"},
                                      {"Authorization": "s3cre"}])
 def test_a_token_protected_service_refuses_requests_without_the_token(guarded, path, headers):
     response = guarded.get(path, headers=headers)
@@ -311,13 +311,13 @@ def test_a_token_protected_service_refuses_requests_without_the_token(guarded, p
 
 def test_a_token_protected_service_refuses_an_upload_without_the_token(guarded):
     assert submit(guarded, TINY).status_code == 401
-    assert guarded.get("/v1/health", headers={"Authorization": "Bearer s3cret"}).json()[
+    assert guarded.get("/v1/health", headers={"Authorization": "Bearer s3cret-sixteen-chars"}).json()[
         "queue_depth"] == 0
 
 
-@pytest.mark.parametrize("how", [{"headers": {"Authorization": "Bearer s3cret"}},
-                                 {"headers": {"X-Clipascene-Token": "s3cret"}},
-                                 {"params": {"token": "s3cret"}}])
+@pytest.mark.parametrize("how", [{"headers": {"Authorization": "Bearer s3cret-sixteen-chars"}},
+                                 {"headers": {"X-Clipascene-Token": "s3cret-sixteen-chars"}},
+                                 {"params": {"token": "s3cret-sixteen-chars"}}])
 def test_a_token_protected_service_answers_with_the_token(guarded, how):
     assert guarded.get("/v1/health", **how).status_code == 200
     assert guarded.get("/v1/jobs", **how).json() == []

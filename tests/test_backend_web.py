@@ -98,14 +98,14 @@ def test_screenshot_of_the_page_shows_the_header_and_the_sketches(finished, tmp_
 
 
 def test_page_of_a_token_protected_server_passes_the_token_on(tmp_path):
-    server = start_server(tmp_path / "data", token="s3cret")
+    server = start_server(tmp_path / "data", token="s3cret-for-the-page-test")
     try:
         client = server.client
         job_id = submit(client, TINY).json()["id"]
         assert wait_for_status(client, job_id)["status"] == "done"
-        page = rendered_dom(tmp_path, server.url + "/?token=s3cret")
+        page = rendered_dom(tmp_path, server.url + "/?token=s3cret-for-the-page-test")
         sources = [image.get("src") for image in page.xpath("//table[@class='matrix']//img")]
-        assert sources == [f"/v1/jobs/{job_id}/cells/0/0.png?size=200&token=s3cret"]
+        assert sources == [f"/v1/jobs/{job_id}/cells/0/0.png?size=200&token=s3cret-for-the-page-test"]
         refused = rendered_dom(tmp_path, server.url + "/")
         assert refused.xpath("//table[@class='matrix']") == []
     finally:
