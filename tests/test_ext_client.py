@@ -49,6 +49,21 @@ def test_submit_poll_and_fetch_cells_with_the_stdlib_client(server, tmp_path):
     assert backend.submit(png(tmp_path / "a.png"), "again.png", params)["cached"] is True
 
 
+def test_a_mask_travels_as_its_own_multipart_part(server, tmp_path):
+    """The upload with the drawn mask is well-formed multipart: the backend reads the image and
+    the params beside it (and the `mask` part, when it takes masks)."""
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (64, 48), 0)
+    ImageDraw.Draw(mask).ellipse((16, 8, 48, 40), fill=255)
+    mask.save(tmp_path / "mask.png")
+    params = {"preset": "paper", "layers": [2], "rows": 0, "strokes": 4, "iterations": 2, "seed": 11}
+    job = Backend(server.url).submit(png(tmp_path / "a.png"), "masked.png", params,
+                                     mask=(tmp_path / "mask.png").read_bytes())
+    record = Backend(server.url).job(job["id"])
+    assert record["image"]["name"] == "masked.png" and record["params"]["seed"] == 11
+
+
 def test_refusals_become_user_messages(server):
     backend = Backend(server.url)
     with pytest.raises(BackendError, match="refused the request: .*no job"):

@@ -38,6 +38,13 @@ FALLBACK_NOTICE = ("No saliency weights (U²-Net) were found: the foreground mas
 
 # --- a display and GTK ----------------------------------------------------------------------------
 
+def _unavailable(reason: str) -> None:
+    """Skip, except in CI (CI=true), where a missing display, GTK or Inkscape is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def _start_xvfb() -> tuple[subprocess.Popen, str] | None:
     """Start Xvfb on a display number it chooses itself (-displayfd) -> (process, ":N")."""
     if shutil.which("Xvfb") is None:
@@ -74,7 +81,7 @@ def display():
     started = _start_xvfb()
     if started is None:
         if not os.environ.get("DISPLAY"):
-            pytest.skip("Xvfb could not be started (install the `xvfb` package) and there is no DISPLAY")
+            _unavailable("Xvfb could not be started (install the `xvfb` package) and there is no DISPLAY")
         yield os.environ["DISPLAY"]
         return
     process, name = started
@@ -102,9 +109,9 @@ def picker(display):
             gi.require_version("Gtk", "3.0")
             from gi.repository import Gtk
         except (ImportError, ValueError) as error:
-            pytest.skip(f"GTK 3 through PyGObject is not available: {error}")
+            _unavailable(f"GTK 3 through PyGObject is not available: {error}")
     if not Gtk.init_check()[0]:
-        pytest.skip(f"GTK cannot open the display {display}")
+        _unavailable(f"GTK cannot open the display {display}")
     if str(EXTENSION_DIR) not in sys.path:
         sys.path.insert(0, str(EXTENSION_DIR))
     from clipascene_ext import picker as module
@@ -187,6 +194,11 @@ class FakeBackend:
         self.png_requests: list[tuple[int, int, str]] = []
         self.cancelled: list[str] = []
         self.notices: list[str] = []
+        self.has_mask = True
+        self.mask_requests = 0
+        self.stage = "training"
+        self.device = "cpu"
+        self.fraction: float | None = None  # the step fraction, when not cells done / total
         self._lock = threading.Lock()
 
     @property
@@ -210,8 +222,9 @@ class FakeBackend:
             return self.job_record(job_id)
 
     def job_record(self, job_id: str = JOB_ID) -> dict:
-        fraction = 1.0 if self.status == "done" else self.ready / self.total
-        stage = {"queued": None, "running": "training", "done": "done"}.get(self.status, "training")
+        fraction = 1.0 if self.status == "done" else (
+            self.fraction if self.fraction is not None else self.ready / self.total)
+        stage = {"queued": None, "running": self.stage, "done": "done"}.get(self.status, self.stage)
         return {
             "id": job_id, "status": self.status, "created": 0.0, "started": None, "finished": None,
             "progress": {"stage": stage, "fraction": fraction, "steps_done": None, "steps_total": None,
@@ -220,7 +233,8 @@ class FakeBackend:
             "error": ("internal error: RuntimeError: CUDA out of memory" if self.status == "failed"
                       else None),
             "notices": list(self.notices), "params": {"preset": "preview"},
-            "image": {"name": "test.jpg", "width": 640, "height": 480}, "device": "cpu",
+            "image": {"name": "test.jpg", "width": 640, "height": 480},
+            "device": self.device if self.status != "queued" else None,
         }
 
     def matrix(self, job_id: str) -> dict:
@@ -244,6 +258,24 @@ class FakeBackend:
         with self._lock:
             self.png_requests.append((row, column, part))
         return sketch_png(row, column, part)
+
+    def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
+        """A cell as the backend writes it: one thick diagonal stroke per region, 160 x 120 px."""
+        strokes = "".join(f'<g id="{region}"><path id="{region}-stroke-0" d="M 10 {10 + 40 * index} '
+                          f'C 50 {30 + 40 * index} 110 {30 + 40 * index} 150 {50 + 40 * index}" '
+                          'fill="none" stroke="#000000" stroke-width="12"/></g>'
+                          for index, region in enumerate(("background", "foreground")))
+        return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 160 120">'
+                f"{strokes}</svg>").encode()
+
+    def mask_png(self, job_id: str) -> bytes:
+        """White (the object) in the middle third of a 160 x 120 image."""
+        with self._lock:
+            self.mask_requests += 1
+        if not self.has_mask:
+            raise ConnectionError("the CLIPascene backend refused the request: Not Found")
+        return _png(160, 120, b"".join(b"\xff\xff\xff" if 53 <= x < 107 else b"\x00\x00\x00"
+                                       for y in range(120) for x in range(160)))
 
     def cancel(self, job_id: str) -> dict:
         with self._lock:
@@ -281,6 +313,125 @@ def test_grid_has_fidelity_columns_and_simplicity_rows(picker, open_picker):
     assert window.progress.get_text() == "Training · 3/6 cells · ETA 15 s"
     assert window.cells[(0, 0)].caption.get_text() == "21 strokes"
     assert window.cells[(2, 1)].caption.get_text() == "sketching…"
+
+
+def test_progress_moves_during_the_fidelity_stage_before_any_cell(picker, open_picker):
+    fake = FakeBackend()
+    fake.stage, fake.fraction = "fidelity", 0.3
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 0, "running")
+    assert window.progress.get_fraction() == pytest.approx(0.3)
+    assert window.progress.get_text() == "Fidelity · 0/6 cells · ETA 30 s"
+    fake.stage, fake.fraction = "simplicity", 0.8
+    _show(window, fake, 2, "running")
+    assert window.progress.get_fraction() == pytest.approx(0.8)
+    assert window.progress.get_text().startswith("Simplicity · 2/6 cells")
+
+
+def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picker):
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False)
+    record = fake.job_record()
+    record.update(status="running", device="cpu", params={"preset": "preview", "iterations": 150,
+                                                           "row_steps": 30})
+    record["progress"].update(steps_done=1234, steps_total=27000, eta_s=5400.0, stage="fidelity")
+    window.apply_status(record, fake.manifest())
+    text = window.details.get_text()
+    assert text.startswith("Preset preview (150 steps per fidelity sketch, 30 per simplicity row)"
+                           " · step 1,234 of 27,000 · on the CPU")
+    assert "About 1 h 30 min more on this computer." in text
+    assert "a GPU make it faster" in text
+    record.update(device="cuda:0")
+    window.apply_status(record, fake.manifest())
+    assert window.details.get_text().endswith("on cuda:0"), "no CPU advice on a GPU"
+
+
+def _colours(pixbuf) -> set[bytes]:
+    pixels, stride, channels = pixbuf.get_pixels(), pixbuf.get_rowstride(), pixbuf.get_n_channels()
+    return {pixels[y * stride + x * channels:y * stride + x * channels + 3]
+            for y in range(pixbuf.get_height()) for x in range(pixbuf.get_width())}
+
+
+def test_the_chosen_cell_is_previewed_in_the_chosen_style(picker, open_picker):
+    from clipascene_ext.importer import preview_svg
+    from clipascene_ext.style import StrokeStyle
+
+    fake = FakeBackend()
+    styled = []
+
+    def preview(cell_svg):
+        styled.append(cell_svg)
+        return preview_svg(cell_svg, StrokeStyle("#ff00ff", width_scale=1.5))
+
+    window = open_picker(fake, poll=False, preview=preview)
+    _show(window, fake, 6, "done")
+    assert window.preview.get_storage_type() != picker.Gtk.ImageType.PIXBUF
+    window.select(1, 0)
+    assert picker.process_events(lambda: window.preview.get_pixbuf() is not None, timeout=5)
+    shown = window.preview.get_pixbuf()
+    assert max(shown.get_width(), shown.get_height()) == picker.PREVIEW_SIZE
+    assert b"\xff\x00\xff" in _colours(shown), "the strokes are drawn in the chosen colour"
+    assert styled == [fake.cell_svg(JOB_ID, 1, 0)]
+    window.set_part("foreground")
+    assert picker.process_events(lambda: len(styled) == 2 and window.preview.get_pixbuf() is not shown,
+                                 timeout=5)
+    window.set_part("combined")  # drawn once, shown again from the cache
+    assert window.preview.get_pixbuf() is shown and len(styled) == 2
+
+
+def test_the_object_mask_is_shown_over_the_photo(picker, open_picker):
+    fake = FakeBackend()
+    photo = _png(160, 120, b"\x20\xa0\x20" * (160 * 120))  # green
+    window = open_picker(fake, poll=False, photo=photo)
+    _show(window, fake, 0, "running")
+    assert not window.mask_button.get_sensitive() and fake.mask_requests == 0, "no mask before a cell"
+    _show(window, fake, 1, "running")
+    assert picker.process_events(lambda: window.mask_button.get_sensitive(), timeout=5)
+    window.mask_button.set_active(True)
+    colours = _colours(window.preview.get_pixbuf())
+    assert b"\x20\xa0\x20" in colours, "the background shows the photo as it is"
+    tinted = bytes(round(base * 0.45 + tint * 0.55)
+                   for base, tint in zip((0x20, 0xA0, 0x20), picker.MASK_TINT, strict=True))
+    assert tinted in colours, "the object is tinted"
+    _show(window, fake, 2, "running")
+    assert fake.mask_requests == 1, "the mask is fetched once"
+
+    without = FakeBackend()
+    without.has_mask = False
+    other = open_picker(without, poll=False)
+    _show(other, without, 2, "running")
+    assert picker.process_events(lambda: without.mask_requests == 1 and "cannot be shown"
+                                 in (other.mask_button.get_tooltip_text() or ""), timeout=5)
+    assert not other.mask_button.get_sensitive()
+    assert not other.notice.get_visible(), "a backend without masks is not an error"
+
+
+def test_progress_moves_with_a_real_backend_during_the_fidelity_stage(picker, open_picker, tmp_path_factory):
+    """Events from a real daemon (the tiny random CLIP): the bar fills before the first cell."""
+    from clipascene_ext.client import Backend
+
+    from tests.backend_helpers import start_server
+    from tests.conftest import draw_scene
+
+    server = start_server(tmp_path_factory.mktemp("picker-server"))
+    try:
+        backend = Backend(server.url)
+        image = tmp_path_factory.mktemp("photo") / "scene.png"
+        draw_scene(96, 64).save(image)
+        job = backend.submit(image.read_bytes(), "scene.png",
+                             {"preset": "preview", "layers": [2], "rows": 0, "strokes": 4,
+                              "iterations": 60, "split": False})
+        window = picker.PickerWindow.open(backend, job["id"], "real", poll_interval=0.1)
+        seen = []
+        window.progress.connect("notify::fraction", lambda bar, _spec: seen.append(
+            (bar.get_text(), bar.get_fraction())))
+        assert picker.process_events(lambda: window.progress.get_text().startswith("Done"), timeout=120)
+        during = [fraction for text, fraction in seen if text.startswith("Fidelity · 0/1")]
+        assert during and max(during) > 0.05, seen
+        window.close_button.clicked()
+        picker.process_events()
+    finally:
+        server.stop()
 
 
 def test_thumbnails_are_fetched_once_for_ready_cells(picker, open_picker):
@@ -595,15 +746,15 @@ if __name__ == "__main__":
 @pytest.mark.usefixtures("picker")  # skips when GTK cannot use the display
 def test_picker_under_system_python_and_inkex_1_2(display, tmp_path):
     if not (SYSTEM_EXTENSIONS / "inkex").is_dir():
-        pytest.skip(f"Inkscape's bundled inkex is not installed ({SYSTEM_EXTENSIONS / 'inkex'} is missing)")
+        _unavailable(f"Inkscape's bundled inkex is not installed ({SYSTEM_EXTENSIONS / 'inkex'} is missing)")
     if not SYSTEM_PYTHON.exists():
-        pytest.skip(f"{SYSTEM_PYTHON} (the interpreter Inkscape runs extensions with) is missing")
+        _unavailable(f"{SYSTEM_PYTHON} (the interpreter Inkscape runs extensions with) is missing")
     environment = dict(os.environ, DISPLAY=display,
                        PYTHONPATH=os.pathsep.join([str(SYSTEM_EXTENSIONS), str(EXTENSION_DIR)]))
     has_gi = subprocess.run([str(SYSTEM_PYTHON), "-c", "import gi"], env=environment,
                             capture_output=True, timeout=30).returncode == 0
     if not has_gi:
-        pytest.skip(f"{SYSTEM_PYTHON} has no PyGObject (apt-get install python3-gi gir1.2-gtk-3.0)")
+        _unavailable(f"{SYSTEM_PYTHON} has no PyGObject (apt-get install python3-gi gir1.2-gtk-3.0)")
     environment["EXPECTED_INKEX"] = str(SYSTEM_EXTENSIONS / "inkex")
     script = tmp_path / "test_picker_smoke.py"
     script.write_text(SMOKE_TEST, encoding="utf-8")

@@ -13,12 +13,17 @@ import time
 import inkex
 
 from .client import DEFAULT_SERVER, Backend, BackendError
-from .importer import build_layer, find_layers, insert_layer, replace_strokes
+from .importer import build_layer, find_layers, insert_layer, preview_svg, replace_strokes
+from .mask import mask_png
+from .photo import decode
 from .placement import pixel_to_document, visible_pixel_rect
-from .source import selected_image
+from .source import image_bytes, selected_images, selected_shapes
+from .style import PHOTO, StrokeStyle, option_color
 
 PARTS = ("combined", "foreground", "background")
 POLL_S = 1.0
+#: The dialog's quick draft: far fewer steps than any preset (rough strokes, minutes on a CPU).
+DRAFT = {"iterations": 150, "row_steps": 30}
 
 
 def parse_cell(text: str) -> tuple[int, int, str] | None:
@@ -58,15 +63,18 @@ def wait_for_cell(backend: Backend, job_id: str, row: int, column: int) -> dict:
 
 
 def choose(backend: Backend, job_id: str, scripted: str, title: str,
-           initial: tuple[int, int, str] | None = None) -> tuple[int, int, str] | None:
-    """The cell to import: the scripted one (waiting for it), or the user's pick."""
+           initial: tuple[int, int, str] | None = None, *, style: StrokeStyle,
+           photo: bytes | None = None, pixels=None) -> tuple[int, int, str] | None:
+    """The cell to import: the scripted one (waiting for it), or the user's pick in the picker,
+    which previews the chosen cell drawn in `style` over the `photo` (its bytes)."""
     cell = parse_cell(scripted)
     if cell is not None:
         wait_for_cell(backend, job_id, cell[0], cell[1])
         return cell
     from .picker import pick_cell  # GTK only when a window is wanted
 
-    return pick_cell(backend, job_id, title=title, initial=initial)
+    return pick_cell(backend, job_id, title=title, initial=initial, photo=photo,
+                     preview=lambda cell_svg: preview_svg(cell_svg, style, pixels, photo))
 
 
 def _backend(server: str) -> Backend:
@@ -82,58 +90,119 @@ def _backend(server: str) -> Backend:
     return backend
 
 
+def _import_cell(backend: Backend, job_id: str, chosen: tuple[int, int, str], transform, *,
+                 image_id: str, style: StrokeStyle, pixels, clip_rect=None, clip=None):
+    """The chosen cell of the job as a detached layer (see importer.build_layer)."""
+    row, column, part = chosen
+    try:
+        cell_svg = backend.cell_svg(job_id, row, column, part)
+        layer_number = backend.matrix(job_id)["layers"][column]
+    except BackendError as error:
+        raise inkex.AbortExtension(str(error)) from None
+    return build_layer(cell_svg, transform, job_id=job_id, row=row, column=column,
+                       layer=layer_number, part=part, image_id=image_id, clip_rect=clip_rect,
+                       clip=clip, style=style, pixels=pixels)
+
+
+def _pixels(style: StrokeStyle, data: bytes):
+    """The photo's pixels when the style samples colours from it, else None."""
+    return decode(data) if style.color == PHOTO else None
+
+
+def _input_path(options) -> str | None:
+    """The file Inkscape gave the extension (its temporary copy of the document)."""
+    return options.input_file if isinstance(options.input_file, str) else None
+
+
 class SketchImage(inkex.EffectExtension):
-    """Sketch the selected image and import the chosen cell as a new layer over it."""
+    """Sketch the selected images and import the chosen cell of each as a new layer over it.
+
+    Shapes selected together with a photo are its object mask. Several photos give one job
+    each (all submitted at once) and one picker each, in turn; Close in a picker stops there,
+    leaving the layers imported so far.
+    """
 
     def add_arguments(self, pars) -> None:
         pars.add_argument("--tab", default="sketch")
         pars.add_argument("--server", default=DEFAULT_SERVER)
-        pars.add_argument("--preset", default="preview")
+        pars.add_argument("--preset", default="auto")
         pars.add_argument("--layers", default="2,8,11")
         pars.add_argument("--rows", type=int, default=8)
         pars.add_argument("--strokes", type=int, default=64)
         pars.add_argument("--split", type=inkex.Boolean, default=True)
+        pars.add_argument("--draft", type=inkex.Boolean, default=False)
+        pars.add_argument("--seed", type=int, default=0)
+        pars.add_argument("--stroke_color", type=inkex.Color, default=inkex.Color("black"))
+        pars.add_argument("--color_from_photo", type=inkex.Boolean, default=False)
+        pars.add_argument("--width_scale", type=float, default=1.0)
+        pars.add_argument("--opacity", type=int, default=100)
+        pars.add_argument("--taper", type=inkex.Boolean, default=False)
+        pars.add_argument("--clip", default="auto")
         pars.add_argument("--cell", default="")
         # Scripting only (hidden in the dialog): override the preset's steps; 0 keeps them.
         pars.add_argument("--iterations", type=int, default=0)
         pars.add_argument("--row_steps", type=int, default=0)
 
-    def effect(self) -> None:
-        source = selected_image(self.svg, list(self.svg.selection.values()), self.document_path())
+    def stroke_style(self) -> StrokeStyle:
+        options = self.options
+        color = PHOTO if options.color_from_photo else option_color(options.stroke_color)
+        return StrokeStyle(color, options.width_scale, options.opacity / 100.0, options.taper)
+
+    def job_params(self) -> dict:
+        options = self.options
         try:
-            layers = [int(part) for part in self.options.layers.split(",") if part.strip()]
+            layers = [int(part) for part in options.layers.split(",") if part.strip()]
         except ValueError:
             raise inkex.AbortExtension(
-                f"fidelity columns must be CLIP layer numbers like 2,8,11, not {self.options.layers!r}."
+                f"fidelity columns must be CLIP layer numbers like 2,8,11, not {options.layers!r}."
             ) from None
+        params = {"preset": options.preset, "layers": layers, "rows": options.rows,
+                  "strokes": options.strokes, "split": bool(options.split), "seed": options.seed}
+        if options.draft:
+            params.update(DRAFT)
+        if options.iterations > 0:
+            params["iterations"] = options.iterations
+        if options.row_steps > 0:
+            params["row_steps"] = options.row_steps
+        return params
+
+    def effect(self) -> None:
+        selection = list(self.svg.selection.values())
+        sources = selected_images(self.svg, selection, self.document_path(), _input_path(self.options))
+        shapes = selected_shapes(selection)
+        style = self.stroke_style()
+        clip = {"auto": None, "on": True, "off": False}.get(self.options.clip)
+        params = self.job_params()
         backend = _backend(self.options.server)
-        params = {"preset": self.options.preset, "layers": layers, "rows": self.options.rows,
-                  "strokes": self.options.strokes, "split": bool(self.options.split)}
-        if self.options.iterations > 0:
-            params["iterations"] = self.options.iterations
-        if self.options.row_steps > 0:
-            params["row_steps"] = self.options.row_steps
         try:
-            job = backend.submit(source.data, source.filename, params)
-            chosen = choose(backend, job["id"], self.options.cell, f"CLIPascene — {source.filename}")
-            if chosen is None:
-                return  # closed or cancelled: the document stays as it was
-            row, column, part = chosen
-            cell_svg = backend.cell_svg(job["id"], row, column, part)
-            layer_number = backend.matrix(job["id"])["layers"][column]
+            jobs = [backend.submit(source.data, source.filename, params,
+                                   mask=mask_png(shapes, source) if shapes else None)
+                    for source in sources]
         except BackendError as error:
             raise inkex.AbortExtension(str(error)) from None
-        transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
-        layer = build_layer(
-            cell_svg, transform, job_id=job["id"], row=row, column=column, layer=layer_number,
-            part=part, image_id=source.element.get_id(),
-            clip_rect=visible_pixel_rect(source.element, source.pixel_width, source.pixel_height),
-        )
-        insert_layer(self.svg, layer)
+        for number, (source, job) in enumerate(zip(sources, jobs, strict=True), 1):
+            title = f"CLIPascene — {source.filename}"
+            if len(sources) > 1:
+                title += f" ({number} of {len(sources)})"
+            pixels = _pixels(style, source.data)
+            try:
+                chosen = choose(backend, job["id"], self.options.cell, title, style=style,
+                                photo=source.data, pixels=pixels)
+            except BackendError as error:
+                raise inkex.AbortExtension(str(error)) from None
+            if chosen is None:
+                return  # closed or cancelled: what was imported so far stays, each layer whole
+            transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
+            layer = _import_cell(
+                backend, job["id"], chosen, transform, image_id=source.element.get_id(),
+                style=style, pixels=pixels, clip=clip,
+                clip_rect=visible_pixel_rect(source.element, source.pixel_width, source.pixel_height))
+            insert_layer(self.svg, layer)
 
 
 class ChangeAbstraction(inkex.EffectExtension):
-    """Swap an imported layer's strokes for another cell of the same matrix, in place."""
+    """Swap an imported layer's strokes for another cell of the same matrix, in place, styled
+    as they were imported (and as the user restyled them since)."""
 
     def add_arguments(self, pars) -> None:
         pars.add_argument("--server", default=DEFAULT_SERVER)
@@ -154,24 +223,39 @@ class ChangeAbstraction(inkex.EffectExtension):
         raise inkex.AbortExtension(
             "select a layer imported by CLIPascene (or one of its strokes, or its photo).")
 
+    def photo_bytes(self, image_id: str, needed: bool) -> bytes | None:
+        """The bytes of the photo the layer was sketched from; None when it is gone, unless
+        they are `needed` (to sample colours): then AbortExtension."""
+        image = self.svg.getElementById(image_id) if image_id else None
+        if image is None:
+            if not needed:
+                return None
+            raise inkex.AbortExtension(
+                "the photo this layer was sketched from is no longer in the document, so its "
+                "colours cannot be sampled: restore it, or re-import the sketch with a colour.")
+        try:
+            return image_bytes(image, self.document_path(), _input_path(self.options))[0]
+        except inkex.AbortExtension:
+            if needed:
+                raise
+            return None
+
     def effect(self) -> None:
         layer = self.imported_layer()
         job_id = layer.get("data-clipascene-job")
         current = parse_cell(layer.get("data-clipascene-cell", ""))
+        style = StrokeStyle.decode(layer.get("data-clipascene-style"))
+        image_id = layer.get("data-clipascene-image", "")
+        photo = self.photo_bytes(image_id, needed=style.color == PHOTO)
+        pixels = _pixels(style, photo)
         backend = _backend(self.options.server)
         try:
             chosen = choose(backend, job_id, self.options.cell, "CLIPascene — change abstraction",
-                            initial=current)
-            if chosen is None:
-                return
-            row, column, part = chosen
-            cell_svg = backend.cell_svg(job_id, row, column, part)
-            layer_number = backend.matrix(job_id)["layers"][column]
+                            initial=current, style=style, photo=photo, pixels=pixels)
         except BackendError as error:
             raise inkex.AbortExtension(str(error)) from None
-        replacement = build_layer(
-            cell_svg, inkex.Transform(layer.get("transform")), job_id=job_id, row=row,
-            column=column, layer=layer_number, part=part,
-            image_id=layer.get("data-clipascene-image", ""),
-        )
+        if chosen is None:
+            return
+        replacement = _import_cell(backend, job_id, chosen, inkex.Transform(layer.get("transform")),
+                                   image_id=image_id, style=style, pixels=pixels)
         replace_strokes(layer, replacement)

@@ -30,12 +30,18 @@ with warnings.catch_warnings():
     from gi.repository import Gdk, GdkPixbuf, GLib, Gtk
     from inkex.gui import GtkApp, Window
 
+from .photo import load_pixbuf
+
 logger = logging.getLogger(__name__)
 
 PARTS = ("combined", "foreground", "background")
 FINAL = ("done", "failed", "cancelled")
 THUMBNAIL_SIZE = 160  # px, the longer side of a cell's thumbnail
+PREVIEW_SIZE = 320  # px, the longer side of the styled preview and the mask view
 POLL_INTERVAL_S = 1.0
+CPU_ADVICE = ("Fewer fidelity columns or simplicity rows, the quick draft, or a backend on a "
+              "computer with a GPU make it faster.")
+MASK_TINT = (230, 40, 90)  # the colour the foreground object is tinted with in the mask view
 CSS = b"""
 button.clipascene-cell { padding: 4px; }
 button.clipascene-cell:checked { box-shadow: inset 0 0 0 3px @theme_selected_bg_color; }
@@ -54,6 +60,8 @@ class PickerBackend(Protocol):
     def matrix(self, job_id: str) -> dict: ...
     def cell_png(self, job_id: str, row: int, column: int, part: str = "combined",
                  size: int = 160) -> bytes: ...
+    def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes: ...
+    def mask_png(self, job_id: str) -> bytes: ...
     def cancel(self, job_id: str) -> dict: ...
 
 
@@ -77,7 +85,9 @@ class PickerWindow(Window):
     After it closes, `result` is the chosen (row, column, part), or None for Close and Cancel
     job. Attributes for callers and tests: `cells` {(row, column): CellView}, `region_buttons`
     {part: radio button}, `import_button`, `cancel_button`, `close_button`, `progress`,
-    `notice`, `part`, `selected`, and `dead` (inkex.gui's "closed").
+    `details` (preset, steps, the estimate), `notice`, `preview` (the chosen cell styled over
+    the photo, or the object mask), `mask_button`, `part`, `selected`, and `dead`
+    (inkex.gui's "closed").
     """
 
     name = "picker"
@@ -85,15 +95,21 @@ class PickerWindow(Window):
     @classmethod
     def open(cls, backend: PickerBackend, job_id: str, title: str = "CLIPascene",
              initial: Choice | None = None, *, poll: bool = True,
-             poll_interval: float = POLL_INTERVAL_S) -> PickerWindow:
+             poll_interval: float = POLL_INTERVAL_S,
+             preview: Callable[[bytes], bytes] | None = None,
+             photo: bytes | None = None) -> PickerWindow:
         """Show a picker for `job_id` without running a main loop (the caller runs it).
 
         initial: a (row, column, part) chosen beforehand, e.g. the cell being replaced.
         poll: ask the backend for the job every `poll_interval` seconds; tests that feed
         `apply_status` themselves turn it off (thumbnails are fetched either way).
+        preview: turns the chosen cell's SVG into the SVG shown beside the matrix (the strokes
+        styled as they will be imported, over the photo); without it the thumbnail is shown.
+        photo: the photo's bytes, for the object mask view.
         """
         app = PickerApp(start_loop=False, backend=backend, job_id=job_id, title=title,
-                        initial=initial, poll=poll, poll_interval=poll_interval)
+                        initial=initial, poll=poll, poll_interval=poll_interval,
+                        preview=preview, photo=photo)
         return app.window
 
     # --- set-up (inkex.gui calls load_widgets from Window.init, after connecting signals) -----
@@ -110,8 +126,14 @@ class PickerWindow(Window):
         self.cancel_button = self.widget("cancel_button")
         self.close_button = self.widget("close_button")
         self.progress = self.widget("progress")
+        self.details = self.widget("details")
         self.notice = self.widget("notice")
         self.grid = self.widget("matrix")
+        self.preview = self.widget("preview")
+        self.preview_caption = self.widget("preview_caption")
+        self.mask_button = self.widget("mask_button")
+        self._styler: Callable[[bytes], bytes] | None = options.get("preview")
+        self._photo: bytes | None = options.get("photo")
         self.window.set_title(options.get("title") or "CLIPascene")
         self.widget("heading").set_text(options.get("title") or "CLIPascene")
 
@@ -132,6 +154,9 @@ class PickerWindow(Window):
         self._outcome = ""
         self._problem = ""
         self._cancelling = False
+        self._previews: dict[Choice, GdkPixbuf.Pixbuf] = {}
+        self._mask: GdkPixbuf.Pixbuf | None = None
+        self._mask_state = "unknown"  # "unknown", "requested", "shown" or the reason it is not
 
         _add_style(self.window.get_screen())
 
@@ -170,14 +195,18 @@ class PickerWindow(Window):
             self._refresh_cells()
         self.cancel_button.set_sensitive(self._status not in FINAL and not self._cancelling)
         self._show_progress(job, matrix)
+        self.details.set_text(_details(job, self._status))
         self._show_notice()
+        if self._split and self._ready and self._mask_state == "unknown":
+            self._mask_state = "requested"  # mask.png exists once a cell does
+            self._requests.put(("mask",))
         if new_layout:
             self._fit_window()  # once captions and notices take their room
 
     def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
         """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
         pixbuf = png if isinstance(png, GdkPixbuf.Pixbuf) else _decode_png(png)
-        self._requested.discard((row, column, part))
+        self._requested.discard(("thumbnail", row, column, part))
         self._thumbnails[(row, column, part)] = pixbuf
         cell = self.cells.get((row, column))
         if cell is not None and part == self.part:
@@ -256,15 +285,63 @@ class PickerWindow(Window):
         self._show_selection()
 
     def _request_thumbnail(self, row: int, column: int, part: str) -> None:
-        if (row, column, part) not in self._requested:
-            self._requested.add((row, column, part))
-            self._requests.put((row, column, part))
+        self._request("thumbnail", row, column, part)
+
+    def _request(self, *request) -> None:
+        if request not in self._requested:
+            self._requested.add(request)
+            self._requests.put(request)
+
+    def apply_preview(self, row: int, column: int, part: str, pixbuf: GdkPixbuf.Pixbuf) -> None:
+        """Keep the styled preview of a cell and show it if that cell and part are chosen."""
+        self._requested.discard(("preview", row, column, part))
+        self._previews[(row, column, part)] = pixbuf
+        self._show_preview()
+
+    def apply_mask(self, pixbuf: GdkPixbuf.Pixbuf | None, reason: str = "") -> None:
+        """Keep the mask view (None: there is none, for `reason`) and enable its button."""
+        self._mask = pixbuf
+        self._mask_state = "shown" if pixbuf is not None else reason
+        self.mask_button.set_sensitive(pixbuf is not None)
+        if pixbuf is None:
+            self.mask_button.set_tooltip_text(f"The object mask cannot be shown: {reason}")
+        self._show_preview()
+
+    def _show_preview(self) -> None:
+        """The preview column: the mask view when its button is down, else the chosen cell
+        styled as it will be imported (fetched and drawn off the main loop)."""
+        if self.mask_button.get_active() and self._mask is not None:
+            self.preview.set_from_pixbuf(self._mask)
+            self.preview_caption.set_text("The object (tinted) and the background, as the "
+                                          "sketch split them.")
+            return
+        chosen = (*self.selected, self.part) if self.selected in self._ready else None
+        if chosen is None or self._styler is None:
+            self.preview.clear()
+            self.preview_caption.set_text("Choose a sketch to see it over the photo, styled as "
+                                          "it will be imported." if self._styler else "")
+            return
+        pixbuf = self._previews.get(chosen)
+        if pixbuf is None:
+            self.preview.clear()
+            self.preview_caption.set_text("Drawing the preview…")
+            self._request("preview", *chosen)
+        else:
+            self.preview.set_from_pixbuf(pixbuf)
+            self.preview_caption.set_text("As it will be imported: the chosen sketch over the "
+                                          "photo, with the stroke style from the dialog.")
+
+    def on_mask_toggled(self, _button):
+        self._show_preview()
 
     def _show_progress(self, job: dict, matrix: dict) -> None:
+        # The backend's fraction counts training steps over all stages (it names them
+        # "fidelity" and "simplicity"); finished cells alone would leave the bar empty for
+        # the whole fidelity stage.
         progress = job.get("progress") or {}
         done, total = int(matrix.get("cells_done", 0)), int(matrix.get("cells_total", 0))
         fraction = 1.0 if self._status == "done" else max(
-            float(progress.get("fraction") or 0.0) if progress.get("stage") == "training" else 0.0,
+            float(progress.get("fraction") or 0.0) if self._status == "running" else 0.0,
             done / total if total else 0.0)
         self.progress.set_fraction(min(max(fraction, 0.0), 1.0))
         stage = self._status if self._status in FINAL or self._status == "queued" else (
@@ -296,6 +373,7 @@ class PickerWindow(Window):
             text = f"Layer {self._layout[1][column]}, {where}: " + (
                 _caption(info, self.part, self._status) if info else "not ready yet")
         self.widget("selection").set_text(text)
+        self._show_preview()
 
     # --- user actions ------------------------------------------------------------------------
 
@@ -400,15 +478,25 @@ class PickerWindow(Window):
                 continue
             if request is None:
                 return
-            row, column, part = request
             try:
-                png = self.backend.cell_png(self.job_id, row, column, part=part, size=THUMBNAIL_SIZE)
-                pixbuf = _decode_png(png)
+                self._serve(request)
             except Exception as error:  # shown to the user; the next poll retries
-                logger.debug("thumbnail %s failed", request, exc_info=True)
-                self._post(self._thumbnail_failed, request, str(error))
-            else:
-                self._post(self.apply_thumbnail, row, column, part, pixbuf)
+                logger.debug("request %s failed", request, exc_info=True)
+                self._post(self._request_failed, request, str(error))
+
+    def _serve(self, request: tuple) -> None:
+        """Fetch (and decode or draw) what `request` asks for; on the worker thread."""
+        kind, *where = request
+        if kind == "thumbnail":
+            row, column, part = where
+            png = self.backend.cell_png(self.job_id, row, column, part=part, size=THUMBNAIL_SIZE)
+            self._post(self.apply_thumbnail, row, column, part, _decode_png(png))
+        elif kind == "preview":
+            row, column, part = where
+            svg = self._styler(self.backend.cell_svg(self.job_id, row, column, part))
+            self._post(self.apply_preview, row, column, part, _render_svg(svg))
+        elif kind == "mask":
+            self._post(self.apply_mask, _mask_view(self.backend.mask_png(self.job_id), self._photo))
 
     def _cancel(self) -> None:
         try:
@@ -422,9 +510,13 @@ class PickerWindow(Window):
         self._problem = message
         self._show_notice()
 
-    def _thumbnail_failed(self, request: Choice, message: str) -> None:
+    def _request_failed(self, request: tuple, message: str) -> None:
+        kind, *where = request
+        if kind == "mask":  # e.g. a backend that does not offer it: not a problem to announce
+            self.apply_mask(None, message)
+            return
         self._requested.discard(request)
-        self._show_problem(f"The thumbnail of cell {request[:2]} could not be shown: {message}")
+        self._show_problem(f"The {kind} of cell {tuple(where[:2])} could not be shown: {message}")
 
 
 class PickerApp(GtkApp):
@@ -451,16 +543,17 @@ class PickerApp(GtkApp):
 
 
 def pick_cell(backend: PickerBackend, job_id: str, title: str = "CLIPascene",
-              initial: Choice | None = None) -> Choice | None:
+              initial: Choice | None = None, preview: Callable[[bytes], bytes] | None = None,
+              photo: bytes | None = None) -> Choice | None:
     """Show the picker for `job_id` until it closes -> the chosen (row, column, part), or None.
 
     None means Close (the job keeps running) or Cancel job. Raises RuntimeError when there is
-    no display to show the window on.
+    no display to show the window on. `preview` and `photo`: see `PickerWindow.open`.
     """
     if not Gtk.init_check()[0]:
         raise RuntimeError("The CLIPascene picker cannot open a window: no display was found. "
                            "Run it from Inkscape's desktop session.")
-    window = PickerWindow.open(backend, job_id, title, initial)
+    window = PickerWindow.open(backend, job_id, title, initial, preview=preview, photo=photo)
     window.gapp.run()
     return window.result
 
@@ -492,18 +585,85 @@ def _add_style(screen: Gdk.Screen) -> None:
         _STYLED_SCREENS[screen] = provider
 
 
-def _decode_png(data: bytes) -> GdkPixbuf.Pixbuf:
-    """PNG bytes -> pixbuf whose longer side is at most THUMBNAIL_SIZE px."""
+def _decode_png(data: bytes, size: int = THUMBNAIL_SIZE) -> GdkPixbuf.Pixbuf:
+    """PNG bytes -> pixbuf whose longer side is at most `size` px."""
     loader = GdkPixbuf.PixbufLoader.new_with_type("png")
     loader.write(data)
     loader.close()
-    pixbuf = loader.get_pixbuf()
-    scale = THUMBNAIL_SIZE / max(pixbuf.get_width(), pixbuf.get_height())
-    if scale < 1:
+    return _fit(loader.get_pixbuf(), size, grow=False)
+
+
+def _fit(pixbuf: GdkPixbuf.Pixbuf, size: int, grow: bool = True) -> GdkPixbuf.Pixbuf:
+    """The pixbuf scaled so that its longer side is `size` px (only down unless `grow`)."""
+    scale = size / max(pixbuf.get_width(), pixbuf.get_height())
+    if scale < 1 or (grow and scale > 1):
         pixbuf = pixbuf.scale_simple(max(1, round(pixbuf.get_width() * scale)),
                                      max(1, round(pixbuf.get_height() * scale)),
                                      GdkPixbuf.InterpType.BILINEAR)
     return pixbuf
+
+
+def _render_svg(svg: bytes) -> GdkPixbuf.Pixbuf:
+    """An SVG drawn (by librsvg, through GdkPixbuf) with its longer side PREVIEW_SIZE px."""
+    loader = GdkPixbuf.PixbufLoader.new_with_type("svg")
+
+    def fit(_loader, width, height):
+        scale = PREVIEW_SIZE / max(width, height, 1)
+        loader.set_size(max(1, round(width * scale)), max(1, round(height * scale)))
+
+    loader.connect("size-prepared", fit)
+    loader.write(svg)
+    loader.close()
+    return loader.get_pixbuf()
+
+
+def _mask_view(mask_png: bytes, photo_bytes: bytes | None) -> GdkPixbuf.Pixbuf:
+    """The object mask over the photo (the object tinted), PREVIEW_SIZE px on its longer side;
+    the mask alone when the photo cannot be drawn."""
+    mask = _fit(_decode_png(mask_png, PREVIEW_SIZE), PREVIEW_SIZE)
+    width, height = mask.get_width(), mask.get_height()
+    base = load_pixbuf(photo_bytes) if photo_bytes else None
+    if base is None:
+        return mask
+    base = base.scale_simple(width, height, GdkPixbuf.InterpType.BILINEAR)
+    if base.get_has_alpha():
+        base = base.composite_color_simple(width, height, GdkPixbuf.InterpType.NEAREST, 255, 8,
+                                           0xFFFFFF, 0xFFFFFF)
+    mask_stride, mask_channels = mask.get_rowstride(), mask.get_n_channels()
+    base_stride, base_channels = base.get_rowstride(), base.get_n_channels()
+    mask_data, base_data = mask.get_pixels(), base.get_pixels()
+    out = bytearray(width * height * 3)
+    for y in range(height):
+        for x in range(width):
+            alpha = 0.55 * mask_data[y * mask_stride + x * mask_channels] / 255.0
+            offset = y * base_stride + x * base_channels
+            for channel in range(3):
+                out[(y * width + x) * 3 + channel] = round(
+                    base_data[offset + channel] * (1 - alpha) + MASK_TINT[channel] * alpha)
+    return GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(bytes(out)), GdkPixbuf.Colorspace.RGB,
+                                           False, 8, width, height, width * 3)
+
+
+def _details(job: dict, status: str) -> str:
+    """The preset and its steps, the step count so far, and on a CPU an estimate of the time."""
+    params = job.get("params") or {}
+    progress = job.get("progress") or {}
+    parts = []
+    if params.get("preset"):
+        steps = [f"{params['iterations']} steps per fidelity sketch" if params.get("iterations") else "",
+                 f"{params['row_steps']} per simplicity row" if params.get("row_steps") else ""]
+        steps = ", ".join(step for step in steps if step)
+        parts.append(f"Preset {params['preset']}" + (f" ({steps})" if steps else ""))
+    if progress.get("steps_total"):
+        parts.append(f"step {int(progress.get('steps_done') or 0):,} of {int(progress['steps_total']):,}")
+    device = job.get("device") or ""
+    if device:
+        parts.append(f"on {'the CPU' if device.startswith('cpu') else device}")
+    text = " · ".join(parts)
+    eta = progress.get("eta_s")
+    if device.startswith("cpu") and status not in FINAL and eta is not None and eta > 60:
+        text += f"\nAbout {_duration(eta)} more on this computer. {CPU_ADVICE}"
+    return text
 
 
 def _caption(info: dict | None, part: str, status: str) -> str:
