@@ -638,12 +638,21 @@ def test_pick_cell_runs_its_own_main_loop(picker, monkeypatch):
 def test_finished_matrix_screenshot(picker, open_picker):
     from gi.repository import Gdk
 
+    from clipascene_ext.importer import preview_svg
+    from clipascene_ext.style import StrokeStyle
+
     fake = FakeBackend(split=True)
     fake.notices.append(FALLBACK_NOTICE)
-    window = open_picker(fake, poll=False, title="CLIPascene — harbour.jpg")
+    photo = _png(160, 120, bytes(value for y in range(120) for x in range(160)
+                                 for value in (150 + x // 3, 180 + y // 3, 210)))  # a sky
+    window = open_picker(fake, poll=False, title="CLIPascene — harbour.jpg", photo=photo,
+                         preview=lambda cell: preview_svg(cell, StrokeStyle("#7a2e12", taper=True),
+                                                          None, photo))
     _show(window, fake, 6, "done")
     window.select(1, 1)
-    assert picker.process_events(lambda: len(_thumbnails(window)) == 6, timeout=5)
+    assert picker.process_events(lambda: len(_thumbnails(window)) == 6
+                                 and window.preview.get_pixbuf() is not None
+                                 and window.mask_button.get_sensitive(), timeout=5)
     started = time.monotonic()
     picker.process_events(lambda: time.monotonic() - started > 0.4, timeout=1)  # let it draw
 
