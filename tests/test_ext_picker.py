@@ -636,10 +636,9 @@ def test_pick_cell_runs_its_own_main_loop(picker, monkeypatch):
 
 
 def test_finished_matrix_screenshot(picker, open_picker):
-    from gi.repository import Gdk
-
     from clipascene_ext.importer import preview_svg
     from clipascene_ext.style import StrokeStyle
+    from gi.repository import Gdk
 
     fake = FakeBackend(split=True)
     fake.notices.append(FALLBACK_NOTICE)
