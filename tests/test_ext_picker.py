@@ -196,6 +196,7 @@ class FakeBackend:
         self.notices: list[str] = []
         self.has_mask = True
         self.mask_requests = 0
+        self.manifest_requests = 0
         self.stage = "training"
         self.device = "cpu"
         self.fraction: float | None = None  # the step fraction, when not cells done / total
@@ -247,7 +248,8 @@ class FakeBackend:
             for column, layer in enumerate(LAYERS):
                 ready = row * len(LAYERS) + column < self.ready
                 counts = _stroke_counts(row, column)
-                strokes = counts if self.split else {"scene": sum(counts.values())}
+                pieces = {**counts, "background": counts["background"] + 3}  # cut at the outline
+                strokes = pieces if self.split else {"scene": sum(counts.values())}
                 cells.append({"row": row, "column": column, "layer": layer, "ready": ready,
                               "strokes": strokes if ready else None, "urls": None})
         return {"id": job_id, "status": self.status, "rows": ROWS, "layers": LAYERS,
@@ -258,6 +260,18 @@ class FakeBackend:
         with self._lock:
             self.png_requests.append((row, column, part))
         return sketch_png(row, column, part)
+
+    def manifest_json(self, job_id: str) -> dict:
+        """The run's manifest: the preset that ran and the true stroke counts of finished cells
+        (the matrix's counts include the pieces background strokes are cut into)."""
+        with self._lock:
+            self.manifest_requests += 1
+            cells = [{"row": row, "column": column, "regions": {
+                region: {"strokes": count, "ratio": 0.5} for region, count in _stroke_counts(row, column).items()}}
+                for row in range(ROWS) for column in range(len(LAYERS)) if row * len(LAYERS) + column < self.ready]
+        return {"preset": {"requested": "auto", "ran": "preview", "steps": {
+            "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
+            "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}, "cells": cells}
 
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
         """A cell as the backend writes it: one thick diagonal stroke per region, 160 x 120 px."""
@@ -285,8 +299,9 @@ class FakeBackend:
 
 
 def _show(window, fake: FakeBackend, ready: int, status: str) -> None:
+    """What one poll of the picker's worker brings: the job, its matrix and its manifest."""
     fake.finish(ready, status)
-    window.apply_status(fake.job_record(), fake.manifest())
+    window.apply_status(fake.job_record(), fake.manifest(), fake.manifest_json(JOB_ID))
 
 
 def _thumbnails(window) -> set[tuple[int, int]]:
@@ -326,6 +341,19 @@ def test_progress_moves_during_the_fidelity_stage_before_any_cell(picker, open_p
     _show(window, fake, 2, "running")
     assert window.progress.get_fraction() == pytest.approx(0.8)
     assert window.progress.get_text().startswith("Simplicity · 2/6 cells")
+
+
+def test_captions_count_strokes_not_the_pieces_they_are_cut_into(picker, open_picker):
+    fake = FakeBackend(cells_per_poll=2)
+    window = open_picker(fake)
+    assert picker.process_events(lambda: window.progress.get_text().startswith("Done"), timeout=10)
+    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"  # 12 + 9, the matrix says 24
+    assert window.cells[(2, 1)].caption.get_text() == "8 strokes"
+    window.set_part("background")
+    assert window.cells[(0, 1)].caption.get_text() == "13 strokes"
+    assert fake.manifest_requests == 3, "the manifest is fetched when cells were added"
+    assert window.details.get_text().startswith(
+        "Preset preview, as auto chose (500 steps per fidelity sketch, 100 per simplicity row)")
 
 
 def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picker):
@@ -420,7 +448,7 @@ def test_progress_moves_with_a_real_backend_during_the_fidelity_stage(picker, op
         draw_scene(96, 64).save(image)
         job = backend.submit(image.read_bytes(), "scene.png",
                              {"preset": "preview", "layers": [2], "rows": 0, "strokes": 4,
-                              "iterations": 60, "split": False})
+                              "iterations": 30, "split": False})
         window = picker.PickerWindow.open(backend, job["id"], "real", poll_interval=0.1)
         seen = []
         window.progress.connect("notify::fraction", lambda bar, _spec: seen.append(

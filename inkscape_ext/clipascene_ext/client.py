@@ -86,6 +86,11 @@ class Backend:
     def matrix(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{_id(job_id)}/matrix")
 
+    def manifest_json(self, job_id: str) -> dict:
+        """The run's manifest (once a cell is done): the preset that ran and its step counts,
+        and every finished cell's regions with their stroke counts."""
+        return self._json("GET", f"/v1/jobs/{_id(job_id)}/manifest.json")
+
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
         query = urllib.parse.urlencode({"part": part})
         return self._request("GET", f"/v1/jobs/{_id(job_id)}/cells/{int(row)}/{int(column)}.svg?{query}")

@@ -58,6 +58,7 @@ class PickerBackend(Protocol):
 
     def job(self, job_id: str) -> dict: ...
     def matrix(self, job_id: str) -> dict: ...
+    def manifest_json(self, job_id: str) -> dict: ...
     def cell_png(self, job_id: str, row: int, column: int, part: str = "combined",
                  size: int = 160) -> bytes: ...
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes: ...
@@ -155,6 +156,8 @@ class PickerWindow(Window):
         self._problem = ""
         self._cancelling = False
         self._previews: dict[Choice, GdkPixbuf.Pixbuf] = {}
+        self._counts: dict[tuple[int, int], dict[str, int]] = {}  # strokes, not cut pieces
+        self._preset: dict | None = None  # the manifest's: which preset ran, its steps
         self._mask: GdkPixbuf.Pixbuf | None = None
         self._mask_state = "unknown"  # "unknown", "requested", "shown" or the reason it is not
 
@@ -171,8 +174,19 @@ class PickerWindow(Window):
 
     # --- state from the backend (main loop) ---------------------------------------------------
 
-    def apply_status(self, job: dict, matrix: dict) -> None:
-        """Show a job record (GET /v1/jobs/{id}) and its manifest (GET /v1/jobs/{id}/matrix)."""
+    def apply_status(self, job: dict, matrix: dict, manifest: dict | None = None) -> None:
+        """Show a job record (GET /v1/jobs/{id}), its matrix (GET /v1/jobs/{id}/matrix) and, when
+        given, its manifest (GET /v1/jobs/{id}/manifest.json): the preset that ran with its
+        steps, and each cell's stroke counts per region (a background stroke cut in pieces at
+        the object's outline counts once)."""
+        if manifest:
+            self._preset = manifest.get("preset") or self._preset
+            for cell in manifest.get("cells") or []:
+                regions = (cell.get("regions") or {}).items()
+                counts = {region: details["strokes"] for region, details in regions
+                          if isinstance(details, dict) and isinstance(details.get("strokes"), int)}
+                if counts:
+                    self._counts[(cell["row"], cell["column"])] = counts
         layout = (int(matrix["rows"]), tuple(int(layer) for layer in matrix["layers"]))
         new_layout = layout != self._layout
         if new_layout:
@@ -181,7 +195,8 @@ class PickerWindow(Window):
         self._split = bool(matrix.get("split"))
         for part in ("foreground", "background"):
             self.region_buttons[part].set_sensitive(self._split)
-        self._ready = {(cell["row"], cell["column"]): cell for cell in matrix["cells"] if cell.get("ready")}
+        self._ready = {(cell["row"], cell["column"]): self._with_counts(cell)
+                       for cell in matrix["cells"] if cell.get("ready")}
         self._job_notices = list(job.get("notices") or [])
         self._outcome = ""
         if self._status == "failed":
@@ -195,13 +210,17 @@ class PickerWindow(Window):
             self._refresh_cells()
         self.cancel_button.set_sensitive(self._status not in FINAL and not self._cancelling)
         self._show_progress(job, matrix)
-        self.details.set_text(_details(job, self._status))
+        self.details.set_text(_details(job, self._status, self._preset))
         self._show_notice()
         if self._split and self._ready and self._mask_state == "unknown":
             self._mask_state = "requested"  # mask.png exists once a cell does
             self._requests.put(("mask",))
         if new_layout:
             self._fit_window()  # once captions and notices take their room
+
+    def _with_counts(self, cell: dict) -> dict:
+        counts = self._counts.get((cell["row"], cell["column"]))
+        return {**cell, "strokes": counts} if counts else cell
 
     def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
         """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
@@ -459,6 +478,7 @@ class PickerWindow(Window):
     def _work(self, poll: bool) -> None:
         # Any exception must end in the notice label: a dead worker would freeze the picker.
         next_poll = time.monotonic()
+        manifest_cells = 0
         while not self.dead:
             if poll and time.monotonic() >= next_poll:
                 try:
@@ -468,7 +488,14 @@ class PickerWindow(Window):
                     logger.debug("status poll failed", exc_info=True)
                     self._post(self._show_problem, str(error))
                 else:
-                    self._post(self.apply_status, job, matrix)
+                    manifest = None
+                    if int(matrix.get("cells_done") or 0) > manifest_cells:
+                        try:  # only for stroke counts and step numbers: no need to announce
+                            manifest = self.backend.manifest_json(self.job_id)
+                            manifest_cells = len(manifest.get("cells") or [])
+                        except Exception:
+                            logger.debug("manifest fetch failed", exc_info=True)
+                    self._post(self.apply_status, job, matrix, manifest)
                     poll = job.get("status") not in FINAL  # a final job changes no more
                 next_poll = time.monotonic() + self.poll_interval
             try:
@@ -644,12 +671,25 @@ def _mask_view(mask_png: bytes, photo_bytes: bytes | None) -> GdkPixbuf.Pixbuf:
                                            False, 8, width, height, width * 3)
 
 
-def _details(job: dict, status: str) -> str:
-    """The preset and its steps, the step count so far, and on a CPU an estimate of the time."""
+def _details(job: dict, status: str, preset: dict | None = None) -> str:
+    """The preset and its steps (from the manifest's `preset` once there is one, else from the
+    job's parameters), the step count so far, and on a CPU an estimate of the time left."""
     params = job.get("params") or {}
     progress = job.get("progress") or {}
     parts = []
-    if params.get("preset"):
+    if preset and preset.get("ran"):
+        steps = preset.get("steps") or {}
+        fidelity = sorted({int(count) for region in (steps.get("fidelity") or {}).values()
+                           for count in region.values()})
+        seeds = len(steps.get("seeds") or []) or 1
+        described = [f"{fidelity[0]}{f'–{fidelity[-1]}' if len(fidelity) > 1 else ''} steps per "
+                     "fidelity sketch" if fidelity else "",
+                     f"{steps['row_steps']} per simplicity row" if steps.get("row_steps") else "",
+                     f"{seeds} seeds each" if seeds > 1 else ""]
+        asked = preset.get("requested")
+        name = preset["ran"] + (f", as {asked} chose" if asked and asked != preset["ran"] else "")
+        parts.append(f"Preset {name} (" + ", ".join(item for item in described if item) + ")")
+    elif params.get("preset"):
         steps = [f"{params['iterations']} steps per fidelity sketch" if params.get("iterations") else "",
                  f"{params['row_steps']} per simplicity row" if params.get("row_steps") else ""]
         steps = ", ".join(step for step in steps if step)
