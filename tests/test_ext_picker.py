@@ -266,9 +266,11 @@ class FakeBackend:
         (the matrix's counts include the pieces background strokes are cut into)."""
         with self._lock:
             self.manifest_requests += 1
+            finished = [(row, column) for row in range(ROWS) for column in range(len(LAYERS))
+                        if row * len(LAYERS) + column < self.ready]
             cells = [{"row": row, "column": column, "regions": {
                 region: {"strokes": count, "ratio": 0.5} for region, count in _stroke_counts(row, column).items()}}
-                for row in range(ROWS) for column in range(len(LAYERS)) if row * len(LAYERS) + column < self.ready]
+                for row, column in finished]
         return {"preset": {"requested": "auto", "ran": "preview", "steps": {
             "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
             "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}, "cells": cells}
