@@ -269,8 +269,8 @@ class FakeBackend:
             finished = [(row, column) for row in range(ROWS) for column in range(len(LAYERS))
                         if row * len(LAYERS) + column < self.ready]
             cells = [{"row": row, "column": column, "regions": {
-                region: {"strokes": count, "ratio": 0.5} for region, count in _stroke_counts(row, column).items()}}
-                for row, column in finished]
+                region: {"strokes": count, "ratio": 0.5}
+                for region, count in _stroke_counts(row, column).items()}} for row, column in finished]
         return {"preset": {"requested": "auto", "ran": "preview", "steps": {
             "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
             "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}, "cells": cells}
