@@ -195,12 +195,12 @@ def make_config(preset: str = "standard", *, device_type: str = "cpu", seed: int
     return SketchConfig(preset=ran, preset_requested=preset, **values).validate()
 
 
-def step_counts(config: SketchConfig, regions: list[str]) -> dict:
-    """The training steps a run makes, for the user: per region and layer the fidelity steps,
-    the steps per simplicity row, and the seeds each sketch is tried with."""
+def step_counts(config: SketchConfig, regions: dict[str, str]) -> dict:
+    """The training steps a run makes, for the user: per region ({name: label}) and layer the
+    fidelity steps, the steps per simplicity row, and the seeds each sketch is tried with."""
     return {
-        "fidelity": {region: {str(layer): config.fidelity_iterations(region, layer)
-                              for layer in config.layers} for region in regions},
+        "fidelity": {label: {str(layer): config.fidelity_iterations(region, layer)
+                             for layer in config.layers} for region, label in regions.items()},
         "row_steps": config.simplicity_steps,
         "rows": config.simplicity_rows,
         "seeds": list(config.seeds),

@@ -308,7 +308,7 @@ def sketch_matrix(
         "model": {"clip": encoder.info.model, "weights": encoder.info.weights,
                   "meaningful": encoder.info.meaningful, "device": str(device)},
         "preset": {"requested": config.preset_requested, "ran": config.preset,
-                   "steps": step_counts(config, list(regions))},
+                   "steps": step_counts(config, {name: _region_label(name) for name in regions})},
         "layers": list(config.layers),
         "rows": config.simplicity_rows + 1,
         "regions": [_region_label(name) for name in regions],

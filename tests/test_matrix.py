@@ -52,6 +52,10 @@ def test_manifest_describes_every_cell(matrix):
     assert manifest["preprocessing"]["mask_method"] == "u2net"
     assert manifest["preprocessing"]["inpaint_method"] == "lama"
     assert manifest["preprocessing"]["reframed"] is True
+    # No --preset: "auto" ran the CPU draft, and the manifest says so with its step counts.
+    assert manifest["preset"]["requested"] == "auto" and manifest["preset"]["ran"] == "preview"
+    assert manifest["preset"]["steps"]["fidelity"]["foreground"] == {"2": 12, "8": 12}
+    assert manifest["preset"]["steps"]["row_steps"] == 8
     for cell in manifest["cells"]:
         for part in ("combined", "foreground", "background", "png"):
             assert (out / cell["files"][part]).is_file()
@@ -60,6 +64,8 @@ def test_manifest_describes_every_cell(matrix):
             assert details["strokes"] >= 1 and "clip_loss" in details
             if cell["row"] > 0:
                 assert details["ratio"] > 0
+                # The reference's expected count, rounded, within what the row above kept.
+                assert details["strokes"] <= max(1, round(details["expected_strokes"]))
     assert (out / "grid.png").is_file() and (out / "mask.png").is_file()
 
 
