@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from clipascene_core import __version__
-from clipascene_core.config import ConfigError
+from clipascene_core.config import ConfigError, step_counts
 from clipascene_core.imageio import ImageInputError, load_image
 from clipascene_core.strokes import StrokeSet, document_size, read_svg
 
@@ -83,6 +83,8 @@ class JobInfo(BaseModel):
     params: dict
     image: ImageInfo
     device: str | None
+    #: The preset that runs (or ran) on this job's device: {"requested", "ran", "steps"}.
+    preset: dict
 
 
 class Submitted(BaseModel):
@@ -139,8 +141,10 @@ def _layout(params: dict) -> tuple[int, list[int], bool]:
     return config.simplicity_rows + 1, list(config.layers), config.split
 
 
-def _job_info(store: JobStore, job: Job) -> JobInfo:
+def _job_info(store: JobStore, job: Job, default_device: str) -> JobInfo:
+    """default_device: where a job not yet claimed by a worker will run ("auto" resolves by it)."""
     rows, layers, _ = _layout(job.params)
+    config = JobParams(**job.params).to_config(torch_device_type(job.device or default_device))
     progress = ProgressInfo(**{key: value for key, value in job.progress.items()
                                if key in ProgressInfo.model_fields})
     progress.cells_done = len(store.cells(job.id))
@@ -150,7 +154,22 @@ def _job_info(store: JobStore, job: Job) -> JobInfo:
         finished=job.finished, progress=progress, error=job.error, notices=job.notices,
         params=job.params, image=ImageInfo(name=job.image_name, width=job.width, height=job.height),
         device=job.device,
+        preset={"requested": config.preset_requested, "ran": config.preset,
+                "steps": step_counts(config, _region_labels(config))},
     )
+
+
+def _region_labels(config) -> dict[str, str]:
+    return {"background": "background", "object": "foreground"} if config.split else {"scene": "scene"}
+
+
+def torch_device_type(device: str) -> str:
+    """"cuda:1" -> "cuda"; "auto" -> what PyTorch finds here."""
+    if device == "auto":
+        from clipascene_core.models import resolve_device
+
+        return resolve_device("auto").type
+    return device.split(":")[0]
 
 
 def is_loopback(host: str) -> bool:
@@ -296,11 +315,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/jobs", response_model=list[JobInfo])
     def list_jobs(limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
-        return [_job_info(store, job) for job in store.list(limit)]
+        return [_job_info(store, job, settings.devices[0]) for job in store.list(limit)]
 
     @app.get("/v1/jobs/{job_id}", response_model=JobInfo)
     def job_status(job_id: str) -> JobInfo:
-        return _job_info(store, get_job(job_id))
+        return _job_info(store, get_job(job_id), settings.devices[0])
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobInfo | dict)
     def cancel(job_id: str, purge: bool = False):
@@ -314,7 +333,7 @@ def create_app(settings: Settings) -> FastAPI:
             return {"id": job_id, "purged": True}
         if job.status not in FINAL:
             job = store.request_cancel(job_id)
-        return _job_info(store, job)
+        return _job_info(store, job, settings.devices[0])
 
     @app.get("/v1/jobs/{job_id}/events")
     async def events(job_id: str, request: Request):
@@ -334,7 +353,7 @@ def create_app(settings: Settings) -> FastAPI:
                     idle = 0.0
                     yield _sse("cell", _cell_links(job, cell))
                 sent_cells = len(cells)
-                info = _job_info(store, job)
+                info = _job_info(store, job, settings.devices[0])
                 progress = info.progress.model_dump()
                 if progress != sent_progress:
                     idle = 0.0

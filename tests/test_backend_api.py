@@ -106,6 +106,20 @@ def test_submitted_job_runs_to_done_with_full_progress(split_job):
     assert split_job["image"] == {"name": "scene.png", "width": 160, "height": 96}
     assert split_job["params"]["layers"] == [2, 8]
     assert any("random weights" in notice for notice in split_job["notices"])
+    # The preset that ran, with its seeds: paper tries seeds 0 and 1000 for every sketch.
+    assert split_job["preset"]["ran"] == "paper"
+    assert split_job["preset"]["steps"]["seeds"] == [0, 1000]
+    assert split_job["preset"]["steps"]["fidelity"]["foreground"] == {"2": 2, "8": 2}
+
+
+def test_auto_preset_shows_the_cpu_draft_before_the_job_starts(idle):
+    response = submit(idle, {"layers": [2]})
+    assert response.status_code == 202, response.text
+    job = idle.get(f"/v1/jobs/{response.json()['id']}").json()
+    assert job["status"] == "queued"
+    assert (job["preset"]["requested"], job["preset"]["ran"]) == ("auto", "preview")
+    assert job["preset"]["steps"]["fidelity"]["background"] == {"2": 500}
+    assert job["preset"]["steps"]["row_steps"] == 100
 
 
 def test_matrix_lists_every_cell_ready_with_urls(service, split_job):

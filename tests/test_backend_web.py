@@ -243,6 +243,10 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
         eta = browser.wait_for("(() => { const t = document.getElementById('progress-text');"
                                " return t && /about .* left/.test(t.textContent) && t.textContent; })()")
         assert eta.startswith("running · ") and "about " in eta and "0/6 cells" in eta
+        # Which preset runs, with its steps (iterations override the preset's 500).
+        preset = browser.evaluate("document.getElementById('preset-info').textContent")
+        assert preset == ("preset preview: 20000 steps per fidelity sketch, 100 per simplicity row,"
+                          " 1 seed")
 
         [job] = server.client.get("/v1/jobs").json()
         assert job["image"] == {"name": "my photo.png", "width": 200, "height": 120}
