@@ -182,7 +182,7 @@ def taper_effect(width: float) -> inkex.PathEffect:
     for name, value in (("effect", "taper_stroke"), ("is_visible", "true"), ("lpeversion", "1"),
                         ("stroke_width", f"{width:.6g}"), ("attach_start", f"{TAPER_LENGTH:g}"),
                         ("end_offset", f"{TAPER_LENGTH:g}"), ("start_smoothing", "0.5"),
-                        ("end_smoothing", "0.5"), ("join_type", "extrapolated"),
+                        ("end_smoothing", "0.5"), ("jointype", "extrapolated"),
                         ("miter_limit", "100"), ("start_shape", "center"), ("end_shape", "center")):
         effect.set(name, value)
     return effect
