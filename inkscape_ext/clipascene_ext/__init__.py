@@ -1,6 +1,9 @@
-"""CLIPascene for Inkscape: the extension's package (inkex, lxml and the standard library only).
+"""CLIPascene for Inkscape: the extension's package (inkex, lxml, GTK and the standard library only).
 
-`source` finds the selected bitmap and its bytes, `client` talks to the local backend,
-`placement` maps the bitmap's pixel frame into the document, `importer` turns a cell SVG into
-an editable, tagged layer, and `effects` glues them into the menu entries.
+`source` finds the selected bitmaps (and shapes drawn as the object mask) and their bytes,
+`client` talks to the local backend, `placement` maps a bitmap's pixel frame into the
+document, `mask` rasterises the drawn mask in that frame, `style` and `photo` decide how
+strokes look (colours sampled from the photo's pixels), `importer` turns a cell SVG into an
+editable, tagged layer, `picker` is the matrix window, and `effects` glues them into the menu
+entries.
 """
