@@ -198,6 +198,8 @@ def _parse_cell(cell_svg: bytes):
         root = etree.fromstring(cell_svg, _CELL_PARSER)
     except etree.XMLSyntaxError as error:
         raise refuse(f"is not valid SVG ({error})") from None
+    if root.getroottree().docinfo.doctype:  # a DTD in another encoding than ASCII's
+        raise refuse("declares a DTD or entities")
     if root.tag != _SVG + "svg":
         raise refuse("is not an SVG document")
     return root
