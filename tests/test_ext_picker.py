@@ -374,6 +374,15 @@ def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picke
     record.update(device="cuda:0")
     window.apply_status(record, fake.manifest())
     assert window.details.get_text().endswith("on cuda:0"), "no CPU advice on a GPU"
+    # A backend that says which preset will run shows it before the job starts.
+    record.update(status="queued", device=None, preset={
+        "requested": "auto", "ran": "standard", "steps": {
+            "fidelity": {"background": {"4": 1500, "8": 1500}, "foreground": {"4": 600, "8": 1000}},
+            "row_steps": 400, "rows": 2, "seeds": [0, 1000]}})
+    record["progress"].update(steps_done=None, steps_total=None, eta_s=None)
+    window.apply_status(record, fake.manifest())
+    assert window.details.get_text() == ("Preset standard, as auto chose (600–1500 steps per fidelity "
+                                         "sketch, 400 per simplicity row, 2 seeds each)")
 
 
 def _colours(pixbuf) -> set[bytes]:

@@ -210,7 +210,7 @@ class PickerWindow(Window):
             self._refresh_cells()
         self.cancel_button.set_sensitive(self._status not in FINAL and not self._cancelling)
         self._show_progress(job, matrix)
-        self.details.set_text(_details(job, self._status, self._preset))
+        self.details.set_text(_details(job, self._status, job.get("preset") or self._preset))
         self._show_notice()
         if self._split and self._ready and self._mask_state == "unknown":
             self._mask_state = "requested"  # mask.png exists once a cell does
@@ -672,8 +672,9 @@ def _mask_view(mask_png: bytes, photo_bytes: bytes | None) -> GdkPixbuf.Pixbuf:
 
 
 def _details(job: dict, status: str, preset: dict | None = None) -> str:
-    """The preset and its steps (from the manifest's `preset` once there is one, else from the
-    job's parameters), the step count so far, and on a CPU an estimate of the time left."""
+    """The preset and its steps (`preset`: the job's or the manifest's {"requested", "ran",
+    "steps"}; else the job's parameters), the step count so far, and on a CPU an estimate of
+    the time left."""
     params = job.get("params") or {}
     progress = job.get("progress") or {}
     parts = []
