@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from clipascene_core import __version__
-from clipascene_core.models import DEFAULT_CLIP_MODEL
+from clipascene_core.models import DEFAULT_CLIP_MODEL, PRECISIONS
 
 from .worker import ModelSettings
 
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
                        help="open_clip model name, or tiny-test (tiny random model for tests)")
     serve.add_argument("--weights", default="openai", help="openai, random, or a weights file")
+    serve.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="CLIP's precision: auto (bfloat16 where the device has it natively), "
+                            "fp32 or bf16")
     serve.add_argument("--models-dir", type=Path, default=None,
                        help="folder with the model weights (default: models/ in the data folder)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -204,7 +207,8 @@ def serve(args: argparse.Namespace) -> int:
               "already running? Choose another with --port.", file=sys.stderr)
         return 3
     models = ModelSettings(args.clip_model, args.weights,
-                           args.models_dir.expanduser().resolve() if args.models_dir else None)
+                           args.models_dir.expanduser().resolve() if args.models_dir else None,
+                           args.precision)
     try:
         setup_logging(data_dir, args.log_level)
         app = create_app(Settings(data_dir=data_dir, devices=devices, models=models, token=token,

@@ -37,10 +37,12 @@ class ModelSettings:
     clip_model: str = "ViT-B-32"
     weights: str = "openai"
     models_dir: Path | None = None
+    #: "auto" (bfloat16 where the device has it natively), "fp32" or "bf16".
+    precision: str = "auto"
 
     @property
     def identity(self) -> str:
-        return f"{self.clip_model}:{self.weights}"
+        return f"{self.clip_model}:{self.weights}:{self.precision}"
 
 
 class Worker(threading.Thread):
@@ -131,7 +133,8 @@ class Worker(threading.Thread):
             from clipascene_core.models import resolve_device
 
             self._encoder = load_clip(self.models.clip_model, self.models.weights,
-                                      resolve_device(self.device), cache_dir=self.models.models_dir)
+                                      resolve_device(self.device), cache_dir=self.models.models_dir,
+                                      precision=self.models.precision)
         return self._encoder
 
     def process(self, job: Job) -> None:

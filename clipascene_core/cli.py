@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import PRESETS, RENDERERS, ConfigError, make_config
 from .imageio import ImageInputError, load_image
-from .models import DEFAULT_CLIP_MODEL, WeightsError, default_threads, load_clip, resolve_device
+from .models import DEFAULT_CLIP_MODEL, PRECISIONS, WeightsError, default_threads, load_clip, resolve_device
 from .preprocess import MaskInputError, load_user_mask
 
 logger = logging.getLogger("clipascene")
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     sketch.add_argument("--seed", type=int, default=None,
                         help="random seed (the paper preset also runs seed + 1000)")
     sketch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    sketch.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (bfloat16 where the device has it natively: CUDA, CPUs "
+                             "with AMX or AVX512-BF16), fp32 or bf16")
     sketch.add_argument("--renderer", choices=RENDERERS, default="torch",
                         help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
     sketch.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
@@ -100,7 +103,7 @@ def run_sketch(args: argparse.Namespace) -> int:
         load_user_mask(args.mask, image.pixels.size, (image.width, image.height))
     _check_out(args.out)
     default_threads()
-    encoder = load_clip(args.clip_model, args.weights, device)
+    encoder = load_clip(args.clip_model, args.weights, device, precision=args.precision)
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
                desc=f"sketching on {device}")
 

@@ -5,14 +5,11 @@ All maps are on the canvas, (H, W); all points are canvas pixels.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .models import ClipEncoder
-
 
 #: Rec. 709 luma weights, as skimage.color.rgb2gray (what the reference's XDoG uses).
 LUMA_709 = (0.2125, 0.7154, 0.0721)

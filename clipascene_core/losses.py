@@ -10,9 +10,10 @@ import torch
 def layer_loss(sketch_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
     """CLIPascene's layer loss: mean over batch, tokens and channels of the squared difference.
 
-    sketch_features, target_features: (A, T, D) for A image pairs. Returns a scalar.
+    sketch_features, target_features: (A, T, D) for A image pairs, in any precision; the loss
+    is computed in float32. Returns a scalar.
     """
-    return (sketch_features - target_features).square().mean()
+    return (sketch_features.float() - target_features.float()).square().mean()
 
 
 def mean_abs_gradient(gradients: Sequence[torch.Tensor | None]) -> torch.Tensor:

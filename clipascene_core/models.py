@@ -42,10 +42,50 @@ class ClipInfo:
     meaningful: bool
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class _FloatLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever its input, returned in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias,
+                            self.eps).to(x.dtype)
+
+
+def native_bf16(device: torch.device, cpu_flags: str | None = None) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with
+    AMX or AVX512-BF16 (cpu_flags: the flags line of /proc/cpuinfo; read when None). Apple's
+    MPS and other CPUs emulate it, which is slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    if cpu_flags is None:
+        try:
+            cpu_flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                              if line.startswith("flags")), "")
+        except OSError:
+            cpu_flags = ""
+    flags = set(cpu_flags.replace(":", " ").split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the device has native bfloat16, else 'fp32'; others as given."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose auto, fp32 or bf16.")
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return requested
+
+
 class ClipEncoder(nn.Module):
     """CLIP's frozen vision tower, returning the outputs of its residual blocks.
 
     Images go in as (B, 3, 224, 224) RGB in [0, 1] (CLIP's normalisation is applied here).
+    Features come out in the encoder's precision (`use_precision`); losses cast them to
+    float32.
     """
 
     def __init__(self, visual: nn.Module, info: ClipInfo) -> None:
@@ -58,6 +98,25 @@ class ClipEncoder(nn.Module):
         self.eval()
 
     @property
+    def precision(self) -> str:
+        return "bf16" if self.visual.conv1.weight.dtype == torch.bfloat16 else "fp32"
+
+    def use_precision(self, precision: str) -> ClipEncoder:
+        """'fp32' or 'bf16'. bf16 casts the frozen weights once; matrix products and attention
+        then run in bfloat16 while every LayerNorm computes in float32 (softmax in attention
+        accumulates in float32 on its own). The renderer and the losses stay float32."""
+        if precision == self.precision:
+            return self
+        for module in self.visual.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.__class__ = _FloatLayerNorm
+        self.visual.to(torch.bfloat16 if precision == "bf16" else torch.float32)
+        for module in self.visual.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.float()
+        return self
+
+    @property
     def blocks(self) -> nn.ModuleList:
         return self.visual.transformer.resblocks
 
@@ -67,7 +126,8 @@ class ClipEncoder(nn.Module):
 
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 1 + patches, width) tokens entering block 0."""
-        return self.visual._embeds((images - self.mean) / self.std)
+        weights = self.visual.conv1.weight
+        return self.visual._embeds(((images - self.mean) / self.std).to(weights.dtype))
 
     def layer_features(
         self, images: torch.Tensor, layers: Sequence[int]
@@ -103,7 +163,7 @@ class ClipEncoder(nn.Module):
             _, weights = block.attn(
                 normed, normed, normed, need_weights=True, average_attn_weights=True
             )
-            cls_rows.append(weights[0, 0, 1:])
+            cls_rows.append(weights[0, 0, 1:].float())
             tokens = block(tokens)
         grid = self.visual.grid_size
         attention = torch.stack(cls_rows).mean(0).reshape(1, 1, *grid)
@@ -135,8 +195,10 @@ def load_clip(
     weights: str = "openai",
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    precision: str = "fp32",
 ) -> ClipEncoder:
-    """Build CLIP's image encoder, frozen, on `device`.
+    """Build CLIP's image encoder, frozen, on `device`, in `precision` (see PRECISIONS and
+    `resolve_precision`: "auto" is bf16 where the device computes it natively).
 
     model: an open_clip model name ("ViT-B-32") or "tiny-test" (the tests' tiny random model).
     weights: "openai" (downloaded once into `cache_dir`, by default the data folder's models/),
@@ -183,9 +245,11 @@ def load_clip(
             raise WeightsError(f"CLIP weights file {path} does not exist.")
         clip = _load_weights_file(open_clip, name, path, quick_gelu)
     info = ClipInfo(model=model, weights=weights, meaningful=weights != "random")
-    encoder = ClipEncoder(clip.visual, info)
-    logger.info("loaded CLIP %s (%s weights) on %s", model, weights, device)
-    return encoder.to(device)
+    device = torch.device(device)
+    encoder = ClipEncoder(clip.visual, info).to(device)
+    encoder.use_precision(resolve_precision(precision, device))
+    logger.info("loaded CLIP %s (%s weights) on %s in %s", model, weights, device, encoder.precision)
+    return encoder
 
 
 def _load_weights_file(open_clip, name: str, path: Path, quick_gelu: bool) -> nn.Module:

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipascene_core.config import ConfigError
-
 from clipascene_core import render
+from clipascene_core.config import ConfigError
 from clipascene_core.render import (
     available_backends,
     bezier_samples,
