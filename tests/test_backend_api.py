@@ -527,3 +527,18 @@ def test_health_reports_a_dead_worker_and_jobs_are_refused(tmp_path):
         response = submit(client, TINY)
         assert response.status_code == 503
         assert "restart the backend" in response.json()["detail"]
+
+
+def test_health_reports_a_worker_whose_job_shows_no_progress_as_stuck(service, monkeypatch):
+    from backend import worker as worker_module
+
+    job_id = submit(service, {**TINY, "iterations": 20_000, "seed": 61}).json()["id"]
+    wait_for_status(service, job_id, wanted=("running",), timeout=60)
+    monkeypatch.setattr(worker_module, "STUCK_AFTER_S", -1.0)  # any silence is too long
+    health = service.get("/v1/health").json()
+    assert health["workers"][0]["state"] == "stuck" and health["workers"][0]["job"] == job_id
+    assert health["ok"] is False and "no progress" in health["problems"][0]
+    monkeypatch.undo()
+    service.delete(f"/v1/jobs/{job_id}")
+    assert wait_for_status(service, job_id, timeout=30)["status"] == "cancelled"
+    assert service.get("/v1/health").json()["ok"] is True
