@@ -79,6 +79,9 @@ class SketchConfig:
     cells_per_batch: int | None = None
     # The differentiable rasteriser: "torch" (built in) or "diffvg" (when pydiffvg imports).
     renderer: str = "torch"
+    # "auto": a whole column at a time on the CPU (first cells early), every cell in lock-step
+    # on a GPU (one big batch); or "column" / "lockstep" (see engine.Engine).
+    schedule: str = "auto"
 
     def simplicity_delta(self, region: str, layer: int) -> float:
         """The ratio schedule's exponent step for a column (nearest tabulated layer)."""
@@ -133,6 +136,8 @@ class SketchConfig:
             raise ConfigError("each simplicity row needs at least one step.")
         if self.canvas_size != 224:
             raise ConfigError("CLIP ViT-B/32 needs a 224 px canvas.")
+        if self.schedule not in ("auto", "lockstep", "column"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose auto, lockstep or column.")
         if self.renderer not in RENDERERS:
             raise ConfigError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}.")
         from .render import get_renderer

@@ -50,6 +50,8 @@ class Task(ABC):
     total_steps: int
     #: "fidelity" or "simplicity", for progress reports.
     stage: str
+    #: The matrix column (CLIP layer) the task belongs to, for column-first scheduling.
+    column: int = 0
     steps_done: int = 0
     done: bool = False
 
@@ -165,19 +167,41 @@ class Engine:
     """Runs tasks to completion; see the module docstring."""
 
     def __init__(self, encoder: ClipEncoder, bank: TargetBank, canvas_size: int = 224,
-                 cells_per_batch: int | None = None, renderer: str = "torch") -> None:
+                 cells_per_batch: int | None = None, renderer: str = "torch",
+                 schedule: str = "auto", columns: Sequence[int] = ()) -> None:
         """cells_per_batch: how many tasks share one CLIP batch; None = all of them on a GPU,
         one at a time on the CPU, where a larger batch costs more per image (measured in
         docs/performance.md). Results are the same either way. renderer: "torch" or "diffvg"
-        (see render.get_renderer)."""
+        (see render.get_renderer).
+
+        schedule: "lockstep" advances every task each step; "column" runs only the tasks of
+        the first column (in `columns` order) that has unfinished tasks, so a column is
+        complete (fidelity sketch and rows) before the next one starts and the user gets a
+        first whole column early; "auto" is "column" on the CPU, where batching gains
+        nothing, and "lockstep" on a GPU, where one big batch costs little more than one.
+        """
         self.encoder = encoder
         self.renderer = get_renderer(renderer)
         self.bank = bank
         self.canvas_size = canvas_size
+        on_cpu = next(encoder.buffers()).device.type == "cpu"
         if cells_per_batch is None:
-            on_cpu = next(encoder.buffers()).device.type == "cpu"
             cells_per_batch = 1 if on_cpu else 0
         self.cells_per_batch = cells_per_batch
+        if schedule == "auto":
+            schedule = "column" if on_cpu else "lockstep"
+        if schedule not in ("lockstep", "column"):
+            raise ValueError(f"unknown schedule {schedule!r}; use auto, lockstep or column.")
+        self.schedule = schedule
+        self.columns = list(columns)
+
+    def _active(self, tasks: Sequence[Task]) -> list[Task]:
+        waiting = [task for task in tasks if not task.done]
+        if self.schedule == "lockstep" or not waiting:
+            return waiting
+        order = {column: index for index, column in enumerate(self.columns)}
+        first = min((task.column for task in waiting), key=lambda c: (order.get(c, len(order)), c))
+        return [task for task in waiting if task.column == first]
 
     def run(
         self,
@@ -201,7 +225,7 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             step += 1
-            active = [task for task in tasks if not task.done]
+            active = self._active(tasks)
             # One draw of augmentations per step, shared by every cell whatever the batching.
             grids, augmented = self.bank.draw()
             size = self.cells_per_batch or len(active)

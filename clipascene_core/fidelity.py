@@ -99,6 +99,7 @@ class FidelityTask(Task):
         self.cell = cell
         self.config = config
         self.target = cell.region
+        self.column = cell.layer
         self.terms = loss_terms(config, cell.region, cell.layer)
         self.layers = [layer for layer, _ in self.terms]
         self.total_steps = cell.iterations
@@ -183,7 +184,8 @@ def train_fidelity(
 ) -> list[FidelityResult]:
     """Train fidelity cells together; results in the order of `cells`."""
     tasks = [FidelityTask(cell, config, bank.device) for cell in cells]
-    results = Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer).run(
+    results = Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer,
+                     config.schedule, config.layers).run(
         tasks, on_progress=on_progress, should_stop=should_stop)
     by_cell = {id(result.cell): result for result in results}
     return [by_cell[id(cell)] for cell in cells]

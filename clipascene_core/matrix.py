@@ -359,7 +359,8 @@ def sketch_matrix(
     prepared = time.perf_counter()
     chain_steps = (len(regions) * len(config.layers) * len(config.seeds) * config.simplicity_rows
                    * config.simplicity_steps)
-    Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer).run(
+    Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer,
+           config.schedule, config.layers).run(
         [FidelityTask(cell, config, device) for cell in cells], on_finished=on_finished,
         on_progress=lambda progress: emit("progress", progress=progress), should_stop=should_stop,
         extra_steps=chain_steps)

@@ -185,12 +185,13 @@ class SimplicityRowTask(Task):
 
     def __init__(self, column: SimplicityColumn, row: int, seed: int, start: RowStart) -> None:
         config, device = column.config, column.device
-        self.column = column
+        self.owner = column
         self.config = config
         self.row = row
         self.seed = seed
         self.ratio = column.ratios[row - 1]
         self.target = column.region
+        self.column = column.layer
         self.terms = column.terms
         self.layers = [layer for layer, _ in self.terms]
         self.total_steps = config.simplicity_steps
@@ -300,7 +301,7 @@ class SimplicityRowTask(Task):
         if self.steps_done < self.total_steps:
             return []
         self.done = True
-        return [RowRun(self.column, self.row, self.candidates)]
+        return [RowRun(self.owner, self.row, self.candidates)]
 
 
 class SimplicityColumn:

@@ -69,7 +69,8 @@ def test_batched_cells_train_exactly_as_they_would_alone(tiny_encoder, scene, ce
     """One CLIP batch for all cells (0, the GPU default) or one cell per batch (the CPU
     default): either way each cell ends exactly where it would alone."""
     target, sampling = scene
-    config = make_config("standard", iterations=5, augmentations=2, cells_per_batch=cells_per_batch)
+    config = make_config("standard", iterations=5, augmentations=2, cells_per_batch=cells_per_batch,
+                         schedule="lockstep")
     cells = make_cells(sampling, [2, 8], 5)
     together = train_fidelity(tiny_encoder, make_bank(tiny_encoder, target, [2, 8]), cells, config)
     for cell, batched in zip(cells, together, strict=True):
@@ -121,7 +122,7 @@ def test_object_cells_combine_their_terms_with_gradnorm(tiny_encoder, scene):
 
 def test_cells_finish_on_their_own_schedule_and_progress_is_reported(tiny_encoder, scene):
     target, sampling = scene
-    config = make_config("standard", augmentations=1)
+    config = make_config("standard", augmentations=1, schedule="lockstep")
     points = initialise_strokes(sampling, 8, 0)
     cells = [FidelityCell("scene", 2, 0, points, 3), FidelityCell("scene", 8, 0, points, 5)]
     reports = []
@@ -152,3 +153,25 @@ def test_strokes_entirely_off_the_canvas_are_flagged():
     points = torch.tensor([inside, outside, grazing], dtype=torch.float64)
     flags = strokes_on_canvas(points, torch.full((3,), 3.0, dtype=torch.float64), 224)
     assert flags.tolist() == [True, False, True]
+
+
+def test_column_first_finishes_a_column_before_starting_the_next(tiny_encoder, scene):
+    """On a CPU the engine completes the first requested column before the next one starts,
+    so the user can import a first cell early; lock-step advances every cell together."""
+    target, sampling = scene
+    config = make_config("standard", augmentations=1)
+    points = initialise_strokes(sampling, 8, 0)
+    cells = [FidelityCell("scene", layer, 0, points, 3) for layer in (8, 2)]
+
+    def order(schedule):
+        finished = []
+        bank = make_bank(tiny_encoder, target, [2, 8], augmentations=1)
+        Engine(tiny_encoder, bank, schedule=schedule, columns=[8, 2]).run(
+            [FidelityTask(cell, config, torch.device("cpu")) for cell in cells],
+            on_progress=lambda report: finished.extend(
+                (report.step, result.cell.layer) for result in report.finished))
+        return finished
+
+    assert order("column") == [(3, 8), (6, 2)]
+    assert order("lockstep") == [(3, 8), (3, 2)]
+    assert order("auto") == order("column")  # the tiny encoder runs on the CPU
