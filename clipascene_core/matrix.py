@@ -163,7 +163,10 @@ class MatrixWriter:
             "layer": layer,
             "column": self.config.layers.index(layer),
             "files": files,
-            "strokes": {name: len(strokes) for name, strokes in groups},
+            # Strokes, not cut pieces: a background stroke cut at the object outline counts
+            # once, so counts never exceed what was asked and never grow down a column.
+            "strokes": {name: strokes.stroke_count for name, strokes in groups},
+            "pieces": {name: len(strokes) for name, strokes in groups},
             "regions": {
                 _region_label(name): entry["details"] for name, entry in per_region.items()
             },
@@ -199,8 +202,11 @@ class MatrixWriter:
                 with Image.open(self.out_dir / cell["files"]["png"]) as rendered:
                     sheet.paste(rendered.convert("L").resize((cell_w, cell_h), Image.LANCZOS),
                                 (left, top))
-                draw.text((left + 4, top + cell_h - 14), f"{sum(cell['strokes'].values())} strokes",
-                          fill=90)
+                caption = f"{sum(cell['strokes'].values())} strokes"
+                box = draw.textbbox((left + 4, top + cell_h - 14), caption)
+                # On a white box, so the caption stays readable over the strokes.
+                draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=255)
+                draw.text((left + 4, top + cell_h - 14), caption, fill=60)
         atomic_write_png(self.out_dir / "grid.png", sheet)
 
 

@@ -50,6 +50,12 @@ class StrokeSet:
         if not self.names:
             self.names = [f"stroke-{index}" for index in range(len(self.points))]
 
+    @property
+    def stroke_count(self) -> int:
+        """Strokes drawn, counting the pieces of a stroke cut at the object outline once
+        (pieces are named "NAME.k", see compose.cut_strokes)."""
+        return len({name.split(".")[0] for name in self.names})
+
     def __len__(self) -> int:
         return len(self.points)
 

@@ -203,6 +203,7 @@ def test_s_curve_crossing_three_times_gives_two_outside_pieces():
     np.testing.assert_allclose(ts, expected, atol=1e-9)
     cut = cut_strokes(StrokeSet(curve[None], [2.5], 400, 400, ["s"]), [lower])
     assert cut.names == ["s.0", "s.1"]
+    assert (len(cut), cut.stroke_count) == (2, 1)  # two pieces, one stroke for the user
     np.testing.assert_allclose(cut.points[0], split_cubic(curve, 0.0, ts[0]), atol=1e-12)
     np.testing.assert_allclose(cut.points[1], split_cubic(curve, ts[1], ts[2]), atol=1e-12)
     assert np.array_equal(cut.widths, [2.5, 2.5])

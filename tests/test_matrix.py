@@ -67,6 +67,15 @@ def test_manifest_describes_every_cell(matrix):
                 # The reference's expected count, rounded, within what the row above kept.
                 assert details["strokes"] <= max(1, round(details["expected_strokes"]))
     assert (out / "grid.png").is_file() and (out / "mask.png").is_file()
+    # Counts are strokes, not the pieces of background strokes cut at the object outline:
+    # never more than asked (12 a region), never growing down a column.
+    for layer in manifest["layers"]:
+        column = sorted((c for c in manifest["cells"] if c["layer"] == layer), key=lambda c: c["row"])
+        for region in ("foreground", "background"):
+            counts = [cell["strokes"][region] for cell in column]
+            assert all(count <= 12 for count in counts)
+            assert counts == sorted(counts, reverse=True)
+            assert all(cell["pieces"][region] >= cell["strokes"][region] for cell in column)
 
 
 def test_rows_are_nested_per_region(matrix):
