@@ -3,6 +3,7 @@
 
     python3 install.py              # environment, PyTorch, CLIPascene, weights, Inkscape extension
     python3 install.py --dev        # the same plus the test tools and the system packages tests use
+    python3 install.py --cluster    # the same plus Ray, for jobs on a cluster (docs/deploy.md)
     python3 install.py --service    # also start the backend at login (systemd user unit)
     python3 install.py --uninstall  # remove what an earlier run installed, and nothing else
 
@@ -148,9 +149,10 @@ def _install_torch(python: Path) -> None:
         run(pip + TORCH_PACKAGES, "installing PyTorch")
 
 
-def install_project(python: Path, dev: bool) -> None:
-    extras = "backend,dev" if dev else "backend"
-    run([str(python), "-m", "pip", "install", "-e", f"{ROOT}[{extras}]"],
+def install_project(python: Path, dev: bool, cluster: bool) -> None:
+    # The test suite runs jobs on a local Ray runtime, so --dev brings the cluster extra too.
+    extras = ["backend"] + (["dev"] if dev else []) + (["cluster"] if cluster or dev else [])
+    run([str(python), "-m", "pip", "install", "-e", f"{ROOT}[{','.join(extras)}]"],
         "installing CLIPascene")
 
 
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true",
                         help="also install the test tools and the system packages tests need; "
                              "link the extension instead of copying it")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also install Ray, to run jobs on a cluster (see docs/deploy.md)")
     parser.add_argument("--prefix", type=Path, default=ROOT / ".venv",
                         help="where to create the virtual environment (default: .venv here)")
     parser.add_argument("--python", type=Path, default=None,
@@ -418,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             # Before the project: PyPI's inkex builds PyGObject against these headers.
             install_system_packages(DEV_APT_PACKAGES)
         install_torch(python)
-        install_project(python, args.dev)
+        install_project(python, args.dev, args.cluster)
         data_dir.mkdir(parents=True, exist_ok=True)
         models_dir = (args.weights_dir.expanduser().resolve() if args.weights_dir
                       else data_dir / "models")

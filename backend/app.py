@@ -24,11 +24,12 @@ from clipascene_core.config import ConfigError, step_counts
 from clipascene_core.imageio import ImageInputError, load_image
 from clipascene_core.strokes import StrokeSet, document_size, read_svg
 
+from .executors import Executor, ExecutorSettings
 from .guard import FORM_OVERHEAD_BYTES, Guard
 from .health import missing_clip_weights, weights_report
 from .params import JobParams, job_key
 from .store import FINAL, STORAGE_ERRORS, Job, JobStore, storage_problem, valid_job_id
-from .worker import ModelSettings, Worker
+from .worker import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Settings:
     #: names, or --public-name, against DNS rebinding.
     allowed_hosts: tuple[str, ...] | None = None
     start_workers: bool = True
+    #: Where jobs run: this machine's devices (local) or a Ray cluster (see executors).
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
 # --- response models (the OpenAPI schema at /docs is generated from these) ------------------
@@ -134,6 +137,9 @@ class Health(BaseModel):
     missing: list[str]
     how_to_get_missing: str | None
     queue_depth: int
+    #: {"kind": "local"} or {"kind": "ray", "address", "gpus_per_job", "jobs_at_once",
+    #: "cluster": {"nodes", "total", "available"}}.
+    executor: dict
 
 
 def _layout(params: dict) -> tuple[int, list[int], bool]:
@@ -185,7 +191,8 @@ def is_loopback(host: str) -> bool:
 def create_app(settings: Settings) -> FastAPI:
     store = JobStore(settings.data_dir)
     wake = threading.Event()
-    workers = [Worker(store, device, settings.models, wake) for device in settings.devices]
+    executor = Executor(settings.executor, store, settings.devices, settings.models, wake)
+    workers = executor.workers
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -253,13 +260,15 @@ def create_app(settings: Settings) -> FastAPI:
         except STORAGE_ERRORS as error:
             problems.append(storage_problem(error, settings.data_dir))
             queue_depth = -1
+        executor_info, executor_problems = executor.report()
+        problems += executor_problems
         return Health(
             service="clipascene-backend", version=__version__, ok=not problems, problems=problems,
             workers=states, devices=settings.devices,
             clip_model=settings.models.clip_model, weights=report, missing=missing,
             how_to_get_missing=("run `python3 install.py` (or `clipascene models download`) with "
                                 "internet access" if missing else None),
-            queue_depth=queue_depth,
+            queue_depth=queue_depth, executor=executor_info,
         )
 
     # --- jobs ----------------------------------------------------------------------------

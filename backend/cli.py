@@ -16,6 +16,7 @@ from pathlib import Path
 from clipascene_core import __version__
 from clipascene_core.models import DEFAULT_CLIP_MODEL, PRECISIONS
 
+from .executors import EXECUTORS, ExecutorSettings
 from .worker import ModelSettings
 
 logger = logging.getLogger("backend")
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models-dir", type=Path, default=None,
                        help="folder with the model weights (default: models/ in the data folder)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    serve.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="where jobs run: local (a worker per --device, the default) or ray "
+                            "(each job a Ray task on a cluster; pip install 'clipascene[cluster]')")
+    serve.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="with --executor ray: the cluster's HOST:PORT, or auto (the cluster "
+                            "this machine has joined); default: start Ray on this machine")
+    serve.add_argument("--gpus-per-job", type=_non_negative, default=None, metavar="F",
+                       help="with --executor ray: GPUs per job (0.25 packs four jobs on a GPU; "
+                            "0: CPU); default 1 where the cluster has GPUs, else 0")
+    serve.add_argument("--max-jobs", type=int, default=None, metavar="N",
+                       help="with --executor ray: jobs on the cluster at once (default: as many "
+                            "as its resources hold at the start)")
     stop = commands.add_parser("stop", help="stop the backend serving from a data folder "
                                "(e.g. the one Inkscape started)")
     stop.add_argument("--data-dir", type=Path, default=None,
@@ -61,6 +74,34 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=60.0,
                       help="seconds to wait for it to finish stopping (default 60)")
     return parser
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of GPUs, 0 or more, not {text!r}")
+    return value
+
+
+def plan_executor(args: argparse.Namespace) -> tuple[ExecutorSettings, list[str]]:
+    """The executor and the devices jobs are configured for; joins the Ray cluster for
+    --executor ray. Raises RuntimeError saying what is wrong."""
+    if args.executor == "local":
+        if args.ray_address or args.gpus_per_job is not None or args.max_jobs is not None:
+            raise RuntimeError("--ray-address, --gpus-per-job and --max-jobs go with --executor ray.")
+        return ExecutorSettings(), expand_devices(args.device)
+    from clipascene_core.cluster import cluster_resources, config_device, connect, default_gpus
+
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise RuntimeError("--max-jobs must be 1 or more.")
+    ray = connect(args.ray_address)
+    gpus = default_gpus(ray, args.gpus_per_job)
+    logger.info("jobs run on the Ray cluster at %s (%s), %g GPU each", args.ray_address or
+                "this machine", cluster_resources(ray)["total"], gpus)
+    return ExecutorSettings("ray", args.ray_address, gpus, args.max_jobs), [config_device(gpus)]
 
 
 def expand_devices(requested: str) -> list[str]:
@@ -198,7 +239,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         os.environ["CLIPASCENE_DATA_DIR"] = str(data_dir)
     try:
-        devices = expand_devices(args.device)
+        executor, devices = plan_executor(args)
     except RuntimeError as error:
         print(f"clipascene-backend: {error}", file=sys.stderr)
         return 2
@@ -212,7 +253,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         setup_logging(data_dir, args.log_level)
         app = create_app(Settings(data_dir=data_dir, devices=devices, models=models, token=token,
-                                  allowed_hosts=allowed_hosts(args.host, token, args.public_name)))
+                                  allowed_hosts=allowed_hosts(args.host, token, args.public_name),
+                                  executor=executor))
     except StoreError as error:
         print(f"clipascene-backend: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from clipascene_core.cluster import ClusterError
 from clipascene_core.config import ConfigError
 from clipascene_core.engine import Cancelled
 from clipascene_core.imageio import ImageInputError, load_image
@@ -22,7 +23,7 @@ from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
 logger = logging.getLogger(__name__)
 
 #: Errors caused by the job's input or the machine's set-up: their message is for the user.
-USER_ERRORS = (ImageInputError, ConfigError, WeightsError, MaskInputError, ValueError)
+USER_ERRORS = (ImageInputError, ConfigError, WeightsError, MaskInputError, ValueError, ClusterError)
 #: Progress is written to the store at most this often (cells are written at once).
 PROGRESS_INTERVAL_S = 0.5
 #: Back-off between tries while the job store cannot be read or written (a full disk, …).
@@ -137,12 +138,21 @@ class Worker(threading.Thread):
                                       precision=self.models.precision)
         return self._encoder
 
+    def run_matrix(self, job: Job, on_event, should_stop) -> dict:
+        """Sketch the job's matrix into its output folder, here on this worker's device
+        (executors.RayWorker runs it on a cluster); returns the manifest."""
+        encoder = self.encoder()
+        config = JobParams(**job.params).to_config(next(encoder.buffers()).device.type)
+        image = load_image(self.store.job_dir(job.id) / job.image_file)
+        return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
+                             models_dir=self.models.models_dir, on_event=on_event,
+                             should_stop=should_stop)
+
     def process(self, job: Job) -> None:
         logger.info("job %s: started on %s (attempt %d)", job.id, self.device, job.attempts)
         started = time.time()
         last_write = 0.0
         notices: list[str] = []
-        folder = self.store.job_dir(job.id)
 
         def report(**fields) -> None:
             # Progress and notices are worth a try, not a failed job: the next one may get through.
@@ -189,12 +199,7 @@ class Worker(threading.Thread):
         try:
             # A run makes every cell anew: no cell of an earlier, interrupted run stays listed.
             self.store.clear_cells(job.id)
-            encoder = self.encoder()
-            config = JobParams(**job.params).to_config(next(encoder.buffers()).device.type)
-            image = load_image(folder / job.image_file)
-            manifest = sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
-                                     models_dir=self.models.models_dir, on_event=on_event,
-                                     should_stop=should_stop)
+            manifest = self.run_matrix(job, on_event, should_stop)
         except Cancelled:
             if self.stopping.is_set() and not self.store.cancel_requested(job.id):
                 # Shutting down, not cancelled by a user: run it again at the next start.

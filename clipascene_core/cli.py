@@ -41,43 +41,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sketch.add_argument("image", type=Path, help="PNG, JPEG or WebP image")
     sketch.add_argument("--out", type=Path, required=True, help="folder for the results")
-    sketch.add_argument("--layers", type=_layers, default=None,
-                        help="CLIP layers, one column each (default 2,8,11; any of 0..11)")
-    sketch.add_argument("--preset", choices=PRESETS, default="auto",
-                        help="auto (standard on a GPU, preview on a CPU), preview (~500 steps, "
-                             "a CPU draft), standard (reference steps, 1 seed), "
-                             "paper (reference steps, 2 seeds)")
-    sketch.add_argument("--rows", type=int, default=None,
-                        help="simplicity rows below each fidelity sketch (8; 0 = fidelity row only)")
-    sketch.add_argument("--row-steps", type=int, default=None,
-                        help="training steps per simplicity row (400; preview 100)")
-    sketch.add_argument("--strokes", type=int, default=None, help="strokes per region (64)")
-    sketch.add_argument("--no-split", dest="split", action="store_false", default=None,
-                        help="sketch the whole image as one region (no foreground/background)")
     sketch.add_argument("--mask", type=Path, default=None,
                         help="your own foreground mask image (white or opaque = object)")
-    sketch.add_argument("--models-dir", type=Path, default=None,
-                        help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
-    sketch.add_argument("--iterations", type=int, default=None,
-                        help="override the preset's training steps per sketch")
-    sketch.add_argument("--seed", type=int, default=None,
-                        help="random seed (the paper preset also runs seed + 1000)")
-    sketch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    sketch.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto (bfloat16 where the device has it natively: CUDA, CPUs "
-                             "with AMX or AVX512-BF16), fp32 or bf16")
-    sketch.add_argument("--renderer", choices=RENDERERS, default="torch",
-                        help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
-    sketch.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                        help="open_clip model name, or tiny-test (tiny random model for tests)")
-    sketch.add_argument("--weights", default="openai",
-                        help="openai (downloaded once), random, or a path to a weights file")
-    sketch.add_argument("--quiet", action="store_true", help="no progress bar")
-    sketch.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+    add_matrix_options(sketch)
+    batch = commands.add_parser(
+        "batch", help="one matrix per image (of folders and files) into OUT/<image name>/, "
+                      "skipping images already done; here or across a Ray cluster")
+    batch.add_argument("inputs", type=Path, nargs="+", metavar="DIR_OR_FILE",
+                       help="images (PNG, JPEG, WebP), or folders holding them")
+    batch.add_argument("--out", type=Path, required=True,
+                       help="folder for the results: one folder per image, named after it")
+    batch.add_argument("--ray", default=None, metavar="ADDR",
+                       help="run the matrices on the Ray cluster at ADDR (HOST:PORT, or auto: "
+                            "the one this machine has joined); pip install 'clipascene[cluster]'")
+    batch.add_argument("--gpus-per-job", type=float, default=None, metavar="F",
+                       help="with --ray: GPUs per matrix (0.25 packs four on a GPU; default 1 "
+                            "where the cluster has GPUs, else 0)")
+    add_matrix_options(batch)
     from .model_manager import add_commands
 
     add_commands(commands)
     return parser
+
+
+def add_matrix_options(command: argparse.ArgumentParser) -> None:
+    """The options of a matrix, shared by `sketch` and `batch`."""
+    command.add_argument("--layers", type=_layers, default=None,
+                         help="CLIP layers, one column each (default 2,8,11; any of 0..11)")
+    command.add_argument("--preset", choices=PRESETS, default="auto",
+                         help="auto (standard on a GPU, preview on a CPU), preview (~500 steps, "
+                              "a CPU draft), standard (reference steps, 1 seed), "
+                              "paper (reference steps, 2 seeds)")
+    command.add_argument("--rows", type=int, default=None,
+                         help="simplicity rows below each fidelity sketch (8; 0 = fidelity row only)")
+    command.add_argument("--row-steps", type=int, default=None,
+                         help="training steps per simplicity row (400; preview 100)")
+    command.add_argument("--strokes", type=int, default=None, help="strokes per region (64)")
+    command.add_argument("--no-split", dest="split", action="store_false", default=None,
+                         help="sketch the whole image as one region (no foreground/background)")
+    command.add_argument("--models-dir", type=Path, default=None,
+                         help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
+    command.add_argument("--iterations", type=int, default=None,
+                         help="override the preset's training steps per sketch")
+    command.add_argument("--seed", type=int, default=None,
+                         help="random seed (the paper preset also runs seed + 1000)")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    command.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="auto (bfloat16 where the device has it natively: CUDA, CPUs "
+                              "with AMX or AVX512-BF16), fp32 or bf16")
+    command.add_argument("--renderer", choices=RENDERERS, default="torch",
+                         help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
+    command.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
+                         help="open_clip model name, or tiny-test (tiny random model for tests)")
+    command.add_argument("--weights", default="openai",
+                         help="openai (downloaded once), random, or a path to a weights file")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def device_from_args(args: argparse.Namespace):
+    try:
+        return resolve_device(args.device)
+    except RuntimeError as error:  # a device this machine lacks: a parameter error
+        raise ConfigError(str(error)) from None
+
+
+def config_from_args(args: argparse.Namespace, device_type: str):
+    """The matrix's configuration from the options, for a device of `device_type`."""
+    return make_config(
+        args.preset, device_type=device_type, seed=args.seed, layers=args.layers,
+        strokes=args.strokes, iterations=args.iterations, simplicity_rows=args.rows,
+        split=args.split, simplicity_steps=args.row_steps, renderer=args.renderer,
+    )
 
 
 def run_sketch(args: argparse.Namespace) -> int:
@@ -87,15 +122,8 @@ def run_sketch(args: argparse.Namespace) -> int:
     from .files import remove_previous_results
     from .matrix import sketch_matrix
 
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as error:  # a device this machine lacks: a parameter error
-        raise ConfigError(str(error)) from None
-    config = make_config(
-        args.preset, device_type=device.type, seed=args.seed, layers=args.layers,
-        strokes=args.strokes, iterations=args.iterations, simplicity_rows=args.rows,
-        split=args.split, simplicity_steps=args.row_steps, renderer=args.renderer,
-    )
+    device = device_from_args(args)
+    config = config_from_args(args, device.type)
     image = load_image(args.image)
     if args.mask is not None:
         if not args.mask.is_file():
@@ -158,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sketch":
             return run_sketch(args)
+        if args.command == "batch":
+            from .batch import run_batch
+
+            return run_batch(args)
         if args.command == "models":
             from .model_manager import run
 
