@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import PRESETS, RENDERERS, ConfigError, make_config
+from .config import RENDERERS, ConfigError
 from .imageio import ImageInputError, load_image
 from .models import DEFAULT_CLIP_MODEL, PRECISIONS, WeightsError, default_threads, load_clip, resolve_device
+from .options import add_arguments as add_option_arguments
+from .options import config_from_options
 from .preprocess import MaskInputError, load_user_mask
 
 logger = logging.getLogger("clipascene")
@@ -19,15 +21,6 @@ logger = logging.getLogger("clipascene")
 EXIT_INPUT = 2
 EXIT_WEIGHTS = 3
 EXIT_CANCELLED = 130
-
-
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"layers must be comma-separated numbers like 2,8,11, not {text!r}"
-        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,25 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_matrix_options(command: argparse.ArgumentParser) -> None:
     """The options of a matrix, shared by `sketch` and `batch`."""
-    command.add_argument("--layers", type=_layers, default=None,
-                         help="CLIP layers, one column each (default 2,8,11; any of 0..11)")
-    command.add_argument("--preset", choices=PRESETS, default="auto",
-                         help="auto (standard on a GPU, preview on a CPU), preview (~500 steps, "
-                              "a CPU draft), standard (reference steps, 1 seed), "
-                              "paper (reference steps, 2 seeds)")
-    command.add_argument("--rows", type=int, default=None,
-                         help="simplicity rows below each fidelity sketch (8; 0 = fidelity row only)")
-    command.add_argument("--row-steps", type=int, default=None,
-                         help="training steps per simplicity row (400; preview 100)")
-    command.add_argument("--strokes", type=int, default=None, help="strokes per region (64)")
-    command.add_argument("--no-split", dest="split", action="store_false", default=None,
-                         help="sketch the whole image as one region (no foreground/background)")
+    add_option_arguments(command)  # the table of user options (clipascene_core/options.py)
     command.add_argument("--models-dir", type=Path, default=None,
                          help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
-    command.add_argument("--iterations", type=int, default=None,
-                         help="override the preset's training steps per sketch")
-    command.add_argument("--seed", type=int, default=None,
-                         help="random seed (the paper preset also runs seed + 1000)")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     command.add_argument("--precision", choices=PRECISIONS, default="auto",
                          help="auto (bfloat16 where the device has it natively: CUDA, CPUs "
@@ -108,11 +85,7 @@ def device_from_args(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace, device_type: str):
     """The matrix's configuration from the options, for a device of `device_type`."""
-    return make_config(
-        args.preset, device_type=device_type, seed=args.seed, layers=args.layers,
-        strokes=args.strokes, iterations=args.iterations, simplicity_rows=args.rows,
-        split=args.split, simplicity_steps=args.row_steps, renderer=args.renderer,
-    )
+    return config_from_options(vars(args), device_type, renderer=args.renderer)
 
 
 def run_sketch(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+#: The sketch canvas, CLIP ViT-B/32's input size in px.
+CANVAS_SIZE = 224
 #: CLIP ViT-B/32 residual blocks the paper uses as fidelity columns.
 FIDELITY_LAYERS = (2, 3, 4, 7, 8, 11)
 DEFAULT_LAYERS = (2, 8, 11)
@@ -29,7 +31,8 @@ class ConfigError(ValueError):
 class SketchConfig:
     """Parameters of the fidelity (and later simplicity) training.
 
-    Units: canvas pixels of the `canvas_size` square unless stated.
+    Units: canvas pixels of the 224 px square canvas unless stated. The user's options and
+    their limits are declared once, in `options.OPTIONS`.
     """
 
     #: The preset that ran ("auto" is resolved before a config exists); `preset_requested` is
@@ -39,7 +42,6 @@ class SketchConfig:
     layers: tuple[int, ...] = DEFAULT_LAYERS
     strokes: int = 64
     seeds: tuple[int, ...] = (0,)
-    canvas_size: int = 224
     stroke_width: float = 3.0
     # Iterations of the fidelity stage; `iterations` overrides all of them when set.
     iterations: int | None = None
@@ -83,6 +85,11 @@ class SketchConfig:
     # on a GPU (one big batch); or "column" / "lockstep" (see engine.Engine).
     schedule: str = "auto"
 
+    @property
+    def canvas_size(self) -> int:
+        """CLIP ViT-B/32's input: the sketch canvas is 224 px square."""
+        return CANVAS_SIZE
+
     def simplicity_delta(self, region: str, layer: int) -> float:
         """The ratio schedule's exponent step for a column (nearest tabulated layer)."""
         table = OBJECT_DELTA if region == "object" else BACKGROUND_DELTA
@@ -113,29 +120,19 @@ class SketchConfig:
     def validate(self) -> SketchConfig:
         if self.preset not in PRESETS or self.preset == "auto":
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}.")
+        from .options import check_limits
+
         if not self.layers:
             raise ConfigError("at least one fidelity layer is needed, e.g. --layers 2,8,11.")
-        for layer in self.layers:
-            if not 0 <= layer <= 11:
-                raise ConfigError(f"layer {layer} does not exist; CLIP ViT-B/32 has layers 0..11.")
         if len(set(self.layers)) != len(self.layers):
             raise ConfigError("each fidelity layer may be given only once.")
-        if not 1 <= self.strokes <= 512:
-            raise ConfigError(f"--strokes must be between 1 and 512, not {self.strokes}.")
+        check_limits(self)  # the user's options: one table, clipascene_core/options.py
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("give one or more distinct seeds.")
-        if self.iterations is not None and not 1 <= self.iterations <= 100_000:
-            raise ConfigError(f"--iterations must be between 1 and 100000, not {self.iterations}.")
         if self.augmentations < 0 or self.augment_pool < 0:
             raise ConfigError("augmentation counts cannot be negative.")
         if self.stroke_width <= 0:
             raise ConfigError("the stroke width must be positive.")
-        if not 0 <= self.simplicity_rows <= 16:
-            raise ConfigError(f"--rows must be between 0 and 16, not {self.simplicity_rows}.")
-        if self.simplicity_steps < 1:
-            raise ConfigError("each simplicity row needs at least one step.")
-        if self.canvas_size != 224:
-            raise ConfigError("CLIP ViT-B/32 needs a 224 px canvas.")
         if self.schedule not in ("auto", "lockstep", "column"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose auto, lockstep or column.")
         if self.renderer not in RENDERERS:
