@@ -115,6 +115,8 @@ class MatrixInfo(BaseModel):
     cells_done: int
     cells_total: int
     cells: list[CellInfo]
+    #: GET this for the object mask (white = foreground) once the job has one.
+    mask_url: str | None = None
 
 
 class WorkerState(BaseModel):
@@ -242,6 +244,14 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no job {job_id}.")
         return job
 
+    async def read_upload(upload: UploadFile, what: str) -> bytes:
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"the {what} is larger than {settings.max_upload_bytes // 2**20} MB.")
+        if not data:
+            raise HTTPException(400, f"the {what} file is empty.")
+        return data
+
     # --- service -------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -276,9 +286,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, response_model=Submitted,
               responses={200: {"model": Submitted, "description": "the same job already exists"},
                          409: {"description": "the CLIP weights are missing: no job can run"}})
-    async def submit(request: Request, image: UploadFile = File(...), params: str = Form("{}")):
+    async def submit(request: Request, image: UploadFile = File(...), params: str = Form("{}"),
+                     mask: UploadFile | None = File(None, description=(
+                         "the object mask: a PNG, JPEG or WebP of the (upright) image's size, white "
+                         "or opaque where the object is; used instead of the computed one"))):
         form = await request.form()  # already read by FastAPI: the parts as sent
-        for part in ("image", "params"):
+        for part in ("image", "params", "mask"):
             if len(form.getlist(part)) > 1:
                 raise HTTPException(400, f"the form has {len(form.getlist(part))} '{part}' parts; "
                                          "send one.")
@@ -289,11 +302,8 @@ def create_app(settings: Settings) -> FastAPI:
         missing = missing_clip_weights(settings.models)
         if missing:  # refused now rather than failed when a worker tries to load CLIP
             raise HTTPException(409, missing)
-        data = await image.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, f"the image is larger than {settings.max_upload_bytes // 2**20} MB.")
-        if not data:
-            raise HTTPException(400, "the image file is empty.")
+        data = await read_upload(image, "image")
+        mask_data = await read_upload(mask, "mask") if mask is not None else None
         try:
             decoded = json.loads(params or "{}")
         except json.JSONDecodeError as error:
@@ -314,10 +324,17 @@ def create_app(settings: Settings) -> FastAPI:
         except ConfigError as error:
             raise HTTPException(422, f"invalid params: {error}") from None
         checked = await asyncio.to_thread(_check_image, data)
+        if mask_data is not None:
+            drawn = await asyncio.to_thread(_check_image, mask_data, "mask")
+            if (drawn["width"], drawn["height"]) != (checked["width"], checked["height"]):
+                raise HTTPException(400, f"the mask is {drawn['width']}x{drawn['height']} pixels but "
+                                         f"the image is {checked['width']}x{checked['height']}; "
+                                         "draw the mask at the image's size.")
         name = Path(image.filename or "image").name[:200]
-        key = job_key(data, job_params, settings.models.identity)
+        key = job_key(data, job_params, settings.models.identity, mask_data)
         job, cached = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
-                                   checked["width"], checked["height"])
+                                   checked["width"], checked["height"],
+                                   mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
         wake.set()
         return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached).model_dump(),
                             status_code=200 if cached else 202)
@@ -400,10 +417,12 @@ def create_app(settings: Settings) -> FastAPI:
                 cells.append(CellInfo(row=row, column=column, layer=layer, ready=cell is not None,
                                       strokes=cell["strokes"] if cell else None,
                                       urls=links.get("urls")))
+        mask = store.out_dir(job_id) / "mask.png"
         return MatrixInfo(id=job_id, status=job.status, rows=rows, layers=layers,
                           regions=regions or (["background", "foreground"] if split else ["scene"]),
                           split=bool(manifest["preprocessing"]["split"]) if manifest else split,
-                          cells_done=len(ready), cells_total=rows * len(layers), cells=cells)
+                          cells_done=len(ready), cells_total=rows * len(layers), cells=cells,
+                          mask_url=f"/v1/jobs/{job_id}/mask.png" if mask.is_file() else None)
 
     def find_cell(job: Job, row: int, column: int) -> dict:
         _, layers, _ = _layout(job.params)
@@ -446,6 +465,18 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, "the overview is written when the whole matrix is done.")
         return FileResponse(path, media_type="image/png")
 
+    @app.get("/v1/jobs/{job_id}/mask.png", response_class=FileResponse,
+             responses={200: {"content": {"image/png": {}}}})
+    def mask_png(job_id: str):
+        """The object mask the job uses (white = foreground), drawn or computed."""
+        job = get_job(job_id)
+        path = store.out_dir(job.id) / "mask.png"
+        if not path.is_file():
+            raise HTTPException(404, "the object mask is written when the job's preprocessing is done."
+                                if _layout(job.params)[2] else
+                                "this job is sketched as one region: it has no object mask.")
+        return FileResponse(path, media_type="image/png")
+
     @app.get("/v1/jobs/{job_id}/manifest.json")
     def manifest_file(job_id: str):
         job = get_job(job_id)
@@ -485,14 +516,15 @@ def _manifest(store: JobStore, job_id: str) -> dict | None:
 _DECODING = threading.Lock()
 
 
-def _check_image(data: bytes) -> dict:
-    """Validate an upload by content (format, size, integrity) -> its suffix and size."""
+def _check_image(data: bytes, what: str = "image") -> dict:
+    """Validate an upload (the image, or the `what` part) by content (format, size,
+    integrity) -> its suffix and upright size."""
     suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
     try:
         with _DECODING:
             image = load_image(data)
     except ImageInputError as error:
-        message = str(error)
+        message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
         raise HTTPException(415 if "not an image" in message or "not supported" in message
                             else 400, message) from None
     return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}

@@ -3,6 +3,7 @@
 Layout of the data folder:
     jobs.sqlite3                 job and cell records
     jobs/{id}/input.{ext}        the uploaded image, as sent
+    jobs/{id}/user-mask.{ext}    the object mask drawn by the user, as sent (when there is one)
     jobs/{id}/out/               the matrix files (see clipascene_core.matrix)
 
 Every method opens its own short connection, so worker threads and request handlers never
@@ -26,6 +27,8 @@ from typing import Any
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 _JOB_ID = re.compile(r"^[a-f0-9]{16}$")
+#: The name (before its suffix) of the user's drawn mask in a job's folder.
+USER_MASK = "user-mask"
 #: A job whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
 
@@ -191,11 +194,17 @@ class JobStore:
     def out_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "out"
 
+    def user_mask(self, job_id: str) -> Path | None:
+        """The object mask the user drew for the job, if one was sent."""
+        return next(self.job_dir(job_id).glob(f"{USER_MASK}.*"), None)
+
     # --- jobs ----------------------------------------------------------------------------
 
     def submit(self, key: str, params: dict, image_name: str, image_bytes: bytes, suffix: str,
-               width: int, height: int) -> tuple[Job, bool]:
+               width: int, height: int, mask: tuple[bytes, str] | None = None) -> tuple[Job, bool]:
         """Create a queued job, or return the existing job with the same key.
+
+        mask: the user's drawn object mask and its suffix, kept beside the image.
 
         Returns (job, cached): cached when the existing job is used as it is. A failed or
         cancelled job with the same key is queued again, and a job being cancelled goes on
@@ -223,6 +232,8 @@ class JobStore:
                 folder.mkdir(parents=True)
                 image_file = f"input{suffix}"
                 (folder / image_file).write_bytes(image_bytes)
+                if mask is not None:
+                    (folder / f"{USER_MASK}{mask[1]}").write_bytes(mask[0])
                 connection.execute(
                     "INSERT INTO jobs (id, key, status, params, image_name, image_file, width, height,"
                     " created) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",

@@ -145,7 +145,8 @@ class Worker(threading.Thread):
         config = JobParams(**job.params).to_config(next(encoder.buffers()).device.type)
         image = load_image(self.store.job_dir(job.id) / job.image_file)
         return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
-                             models_dir=self.models.models_dir, on_event=on_event,
+                             models_dir=self.models.models_dir,
+                             user_mask=self.store.user_mask(job.id), on_event=on_event,
                              should_stop=should_stop)
 
     def process(self, job: Job) -> None:

@@ -34,10 +34,14 @@ def png_bytes(image: Image.Image | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def submit(client, params: dict | None = None, image: bytes | None = None, name: str = "scene.png"):
-    """POST /v1/jobs with `client` (a TestClient or a `ServerClient`); returns the response."""
-    return client.post("/v1/jobs", files={"image": (name, png_bytes() if image is None else image,
-                                                    "image/png")},
+def submit(client, params: dict | None = None, image: bytes | None = None, name: str = "scene.png",
+           mask: bytes | None = None):
+    """POST /v1/jobs with `client` (a TestClient or a `ServerClient`), with the drawn `mask` if
+    given; returns the response."""
+    files = {"image": (name, png_bytes() if image is None else image, "image/png")}
+    if mask is not None:
+        files["mask"] = ("mask.png", mask, "image/png")
+    return client.post("/v1/jobs", files=files,
                        data={"params": json.dumps(TINY if params is None else params)})
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from backend.app import Settings, create_app
 from backend.store import valid_job_id
@@ -252,6 +253,62 @@ def test_params_are_stored_in_canonical_form(idle):
                       "split": False, "seed": None, "iterations": None, "row_steps": None}
     same = submit(idle, {"split": False, "layers": [2, 8], "preset": "preview"})
     assert same.json() == {"id": job_id, "status": "queued", "cached": True}
+
+
+# --- the drawn mask ----------------------------------------------------------------------
+
+#: One fidelity column, no simplicity row, split by the mask: the cheapest split job.
+MASKED_JOB = {**TINY, "split": True}
+
+
+def drawn_masks() -> dict[str, tuple[Image.Image, np.ndarray]]:
+    """Two masks over the 160x96 scene, as the user draws them, and the object each marks: the
+    disc painted white on black, and the bar opaque on transparent."""
+    disc = Image.new("L", (160, 96), 0)
+    ImageDraw.Draw(disc).ellipse((32, 19, 80, 77), fill=255)
+    bar = Image.new("RGBA", (160, 96), (0, 0, 0, 0))
+    ImageDraw.Draw(bar).rectangle((96, 29, 144, 43), fill=(200, 30, 30, 255))
+    return {"disc": (disc, np.asarray(disc) > 127), "bar": (bar, np.asarray(bar)[..., 3] > 0)}
+
+
+def test_each_drawn_mask_makes_its_own_job_whose_split_follows_it(service):
+    masks = drawn_masks()
+    ids = {}
+    for name, (drawing, _) in masks.items():
+        response = submit(service, MASKED_JOB, mask=png_bytes(drawing))
+        assert response.status_code == 202, response.text
+        ids[name] = response.json()["id"]
+    assert ids["disc"] != ids["bar"]
+    for name, (_, marked) in masks.items():
+        job = wait_for_status(service, ids[name], timeout=120)
+        assert job["status"] == "done", job
+        manifest = service.get(f"/v1/jobs/{job['id']}/manifest.json").json()
+        assert manifest["preprocessing"]["mask_method"] == "user"
+        assert manifest["regions"] == ["background", "foreground"]
+        matrix = service.get(f"/v1/jobs/{job['id']}/matrix").json()
+        assert matrix["mask_url"] == f"/v1/jobs/{job['id']}/mask.png"
+        served = service.get(matrix["mask_url"])
+        assert served.status_code == 200
+        assert served.headers["content-type"] == "image/png"
+        used = np.asarray(Image.open(io.BytesIO(served.content)).convert("L")) > 127
+        assert np.array_equal(used, marked), name
+    # The same image and mask again is the same job; without the mask, another one.
+    again = submit(service, MASKED_JOB, mask=png_bytes(masks["disc"][0]))
+    assert (again.json()["id"], again.json()["cached"]) == (ids["disc"], True)
+    unmasked = submit(service, MASKED_JOB)
+    assert unmasked.json()["id"] not in ids.values()
+    service.delete(f"/v1/jobs/{unmasked.json()['id']}")
+
+
+def test_the_mask_is_404_with_a_sentence_until_preprocessing_wrote_it(idle):
+    split = submit(idle, MASKED_JOB, mask=png_bytes(drawn_masks()["disc"][0])).json()["id"]
+    assert (idle.data_dir / "jobs" / split / "user-mask.png").is_file()
+    unsplit = submit(idle, TINY).json()["id"]
+    for job_id, says in ((split, "preprocessing is done"), (unsplit, "sketched as one region")):
+        response = idle.get(f"/v1/jobs/{job_id}/mask.png")
+        assert response.status_code == 404
+        assert says in response.json()["detail"]
+        assert idle.get(f"/v1/jobs/{job_id}/matrix").json()["mask_url"] is None
 
 
 # --- cancel and purge ---------------------------------------------------------------------

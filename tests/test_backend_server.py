@@ -183,6 +183,13 @@ def upload(image: bytes, status: int, name: str = "image.png", says: str = "",
                 kwargs={"headers": headers} if headers else {})
 
 
+def masked(mask: bytes, status: int, says: str = "") -> Case:
+    """An upload of the scene (named image.png) with a drawn `mask` part."""
+    return Case("POST", "/v1/jobs", status, files={"image": ("image.png", SCENE, "image/png"),
+                                                   "mask": ("mask.png", mask, "image/png")},
+                data={"params": json.dumps({**TINY, "split": True})}, says=says)
+
+
 def thin_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height), 128).save(buffer, format="PNG")
@@ -253,6 +260,32 @@ BAD_REQUESTS = {
         data={"params": json.dumps(TINY)}, says="2 'image' parts"),
     "two params parts": Case("POST", "/v1/jobs", 400, files={"image": ("a.png", SCENE, "image/png")},
                              data={"params": [json.dumps(TINY), json.dumps({"rows": 3})]}),
+    # the drawn mask: checked like the image, and at the image's size
+    "mask of half the size": masked(thin_png(80, 48), 400, says="the mask is 80x48 pixels but "
+                                                                "the image is 160x96"),
+    "mask turned a quarter": masked(thin_png(96, 160), 400, says="draw the mask at the image's size"),
+    "mask one pixel wider": masked(thin_png(161, 96), 400, says="161x96"),
+    "two mask parts": Case("POST", "/v1/jobs", 400, files=[
+        ("image", ("a.png", SCENE, "image/png")), ("mask", ("m.png", thin_png(160, 96), "image/png")),
+        ("mask", ("n.png", thin_png(160, 96), "image/png"))],
+        data={"params": json.dumps(TINY)}, says="2 'mask' parts"),
+    "empty mask": masked(b"", 400, says="the mask file is empty"),
+    "mask not an image": masked(b"this is not a picture\n" * 10, 415, says="the mask cannot be used"),
+    "mask GIF": masked(image_bytes("GIF"), 415, says="mask"),
+    "mask SVG": masked(b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="96"/>', 415),
+    "truncated mask": masked(SCENE[: len(SCENE) // 2], 400, says="the mask cannot be used"),
+    "mask bomb header 100000x100000": masked(png_header(100_000, 100_000), 400, says="too large"),
+    "mask 62 MP in 16 bits": masked(png_header(7_874, 7_874, depth=16, colour=6), 400,
+                                    says="too large to decode"),
+    "26 MB mask": masked(b"\x89PNG\r\n\x1a\n" + b"\0" * (26 * 2**20), 413),
+    "mask sent as a text field": Case("POST", "/v1/jobs", 422, files={"image": ("a.png", SCENE, "image/png")},
+                                      data={"params": json.dumps(TINY), "mask": "aGVsbG8="}),
+    "mask of an unsplit job": Case("GET", "/v1/jobs/{DONE}/mask.png", 404, says="one region"),
+    "mask of an unknown job": Case("GET", "/v1/jobs/0123456789abcdef/mask.png", 404),
+    "rebound Host reads the mask": Case("GET", "/v1/jobs/{DONE}/mask.png", 403,
+                                        kwargs={"headers": {"Host": "evil.example"}}),
+    "cross-site read of the mask": Case("GET", "/v1/jobs/{DONE}/mask.png", 403,
+                                        kwargs={"headers": CROSS_SITE}),
     # images that would exhaust memory or break the pipeline: refused from their header
     "PNG 62 MP in 16 bits": upload(png_header(7_874, 7_874, depth=16, colour=6), 400,
                                    says="too large to decode"),

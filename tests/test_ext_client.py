@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -9,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from tests.backend_helpers import free_port, module_server
 from tests.conftest import draw_scene
@@ -49,19 +52,37 @@ def test_submit_poll_and_fetch_cells_with_the_stdlib_client(server, tmp_path):
     assert backend.submit(png(tmp_path / "a.png"), "again.png", params)["cached"] is True
 
 
-def test_a_mask_travels_as_its_own_multipart_part(server, tmp_path):
-    """The upload with the drawn mask is well-formed multipart: the backend reads the image and
-    the params beside it (and the `mask` part, when it takes masks)."""
-    from PIL import Image, ImageDraw
+def wait_done(backend: Backend, job_id: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := backend.job(job_id))["status"] not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    return job
 
+
+def test_the_mask_the_extension_sends_is_the_object_the_backend_splits_off(server, tmp_path):
+    """The drawn mask travels as the `mask` part; the job's split follows it, and the picker's
+    mask view (GET …/mask.png) shows it."""
     mask = Image.new("L", (64, 48), 0)
     ImageDraw.Draw(mask).ellipse((16, 8, 48, 40), fill=255)
-    mask.save(tmp_path / "mask.png")
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    backend = Backend(server.url)
     params = {"preset": "paper", "layers": [2], "rows": 0, "strokes": 4, "iterations": 2, "seed": 11}
-    job = Backend(server.url).submit(png(tmp_path / "a.png"), "masked.png", params,
-                                     mask=(tmp_path / "mask.png").read_bytes())
-    record = Backend(server.url).job(job["id"])
+    job = backend.submit(png(tmp_path / "a.png"), "masked.png", params, mask=buffer.getvalue())
+    record = wait_done(backend, job["id"])
+    assert record["status"] == "done", record
     assert record["image"]["name"] == "masked.png" and record["params"]["seed"] == 11
+    assert backend.manifest_json(job["id"])["preprocessing"]["mask_method"] == "user"
+    used = np.asarray(Image.open(io.BytesIO(backend.mask_png(job["id"]))).convert("L")) > 127
+    assert np.array_equal(used, np.asarray(mask) > 127)
+    assert backend.cell_svg(job["id"], 0, 0, part="foreground").startswith(b"<?xml")
+    # Without the mask it is another job; with a mask of another size, the backend says why.
+    assert backend.submit(png(tmp_path / "a.png"), "masked.png", params)["id"] != job["id"]
+    buffer = io.BytesIO()
+    mask.resize((32, 24)).save(buffer, format="PNG")
+    with pytest.raises(BackendError, match="the mask is 32x24 pixels but the image is 64x48"):
+        backend.submit(png(tmp_path / "a.png"), "masked.png", params, mask=buffer.getvalue())
 
 
 def test_refusals_become_user_messages(server):
