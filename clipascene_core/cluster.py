@@ -182,16 +182,17 @@ def remote_matrix(image: bytes, mask: tuple[bytes, str] | None, config: SketchCo
 
 # --- on the caller's side ---------------------------------------------------------------
 
-_TASK = None
+_TASKS: dict[bool, object] = {}
 
 
-def _remote_task(ray):
+def _remote_task(ray, gpu: bool):
     """remote_matrix as a Ray task: one CPU, no automatic retries (run() retries, keeping the
-    cells received)."""
-    global _TASK
-    if _TASK is None:
-        _TASK = ray.remote(num_cpus=1, max_retries=0)(remote_matrix)
-    return _TASK
+    cells received). A GPU task's process ends with it (max_calls=1, Ray's default for GPU
+    tasks): a reused one would keep CUDA on the GPU of its first task."""
+    if gpu not in _TASKS:
+        _TASKS[gpu] = ray.remote(num_cpus=1, max_retries=0, **({"max_calls": 1} if gpu else {}))(
+            remote_matrix)
+    return _TASKS[gpu]
 
 
 class _WorkerLost(Exception):
@@ -238,7 +239,7 @@ class RemoteMatrix:
 
     def _try(self, emit, should_stop) -> dict:
         ray = self.ray
-        task = _remote_task(ray).options(name=self.name, num_gpus=self.gpus)
+        task = _remote_task(ray, self.gpus > 0).options(name=self.name, num_gpus=self.gpus)
         stream = task.remote(self.image, self.mask, self.config, *self.models)
         cancelled = False
         while True:
