@@ -124,7 +124,7 @@ def run_sketch(args: argparse.Namespace) -> int:
         print(f"clipascene: replacing the earlier results in {args.out}", file=sys.stderr)
     try:
         manifest = sketch_matrix(image, args.out, config, encoder, models_dir=args.models_dir,
-                                 user_mask=args.mask, on_event=show)
+                                 user_mask=args.mask, on_event=show, image_name=args.image.name)
     except (KeyboardInterrupt, Cancelled):
         bar.close()
         print(f"clipascene: interrupted; the cells finished so far are in {args.out}.",

@@ -80,7 +80,9 @@ class RegionPlan:
 
 @dataclass
 class MatrixState:
-    """Finished sketches by (region, row, layer), in canvas px, and the cells written."""
+    """Finished sketches by (region, row, layer) as StrokeSets in the input image's pixel
+    frame (mapped from each region's canvas), fidelity results by (region, layer), and the
+    cells written by (row, layer)."""
 
     sketches: dict[tuple[str, int, int], dict] = field(default_factory=dict)
     fidelity: dict[tuple[str, int], list[FidelityResult]] = field(default_factory=dict)
@@ -262,11 +264,13 @@ def sketch_matrix(
     user_mask: Path | None = None,
     on_event: Callable[[MatrixEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    image_name: str | None = None,
 ) -> dict:
     """Sketch the full matrix of `image` into `out_dir`; returns the final manifest.
 
     Cells are written as they become final; the manifest is rewritten atomically after each
     one, so a reader always sees complete files. Raises engine.Cancelled when should_stop().
+    image_name: the file name the manifest records when `image` is already loaded.
     """
     started = time.perf_counter()
 
@@ -307,7 +311,7 @@ def sketch_matrix(
 
     manifest = {
         "kind": "clipascene-matrix",
-        "image": {"file": None if isinstance(image, InputImage) else Path(image).name,
+        "image": {"file": image_name or (None if isinstance(image, InputImage) else Path(image).name),
                   "width": frame.image_width, "height": frame.image_height, "format": source.format},
         "frame": {"svg_units": "input image pixels", "canvas_size": frame.canvas_size,
                   "canvas_scale": frame.scale, "canvas_offset": list(frame.offset)},

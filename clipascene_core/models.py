@@ -183,6 +183,12 @@ def clip_weights_present(cache_dir: Path) -> bool:
     return snapshots.is_dir() and any(path.is_file() for path in snapshots.rglob("*"))
 
 
+def _quiet_random_weights(record: logging.LogRecord) -> bool:
+    """Root-logger filter: drop open_clip's "No pretrained weights loaded" warning, which
+    `load_clip(weights="random")` asks for on purpose; let every other record through."""
+    return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def _register_tiny_config() -> None:
     import open_clip
 
@@ -218,16 +224,13 @@ def load_clip(
     cache = Path(cache_dir) if cache_dir else models_dir()
     if weights == "random":
         # open_clip warns on the root logger that no weights were loaded: that is the point.
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
+        # A filter drops that one message (changing the root logger's level instead would
+        # race with other threads, e.g. the backend's workers).
+        logging.getLogger().addFilter(_quiet_random_weights)
         # Seeded, so that runs on random weights repeat exactly (tests, smoke checks).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            try:
-                clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
-            finally:
-                root.setLevel(level)
+            clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     elif weights == "openai":
         cache.mkdir(parents=True, exist_ok=True)
         try:

@@ -67,7 +67,7 @@ def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
                  "--no-split"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["image"]["width"] == 300 and manifest["image"]["height"] == 120
+    assert manifest["image"] == {"file": "wide.png", "width": 300, "height": 120, "format": "PNG"}
     assert manifest["model"]["meaningful"] is False and manifest["notices"]
     assert [(cell["row"], cell["layer"]) for cell in manifest["cells"]] == [(0, 2), (0, 8)]
     frame = CanvasFrame(300, 120)
