@@ -68,9 +68,10 @@ class RayWorker(Worker):
         image = (self.store.job_dir(job.id) / job.image_file).read_bytes()
         models = self.models
         matrix = RemoteMatrix(self.ray, image, self.store.out_dir(job.id), config,
-                              clip_model=models.clip_model, weights=models.weights,
-                              models_dir=models.models_dir, precision=models.precision,
-                              gpus=self.gpus, name=f"clipascene job {job.id}")
+                              mask=self.store.user_mask(job.id), clip_model=models.clip_model,
+                              weights=models.weights, models_dir=models.models_dir,
+                              precision=models.precision, gpus=self.gpus,
+                              name=f"clipascene job {job.id}")
         return matrix.run(on_event, should_stop)
 
 

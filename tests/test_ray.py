@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 # Before Ray is imported: every Ray process binds and talks on 127.0.0.1 only.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -22,7 +23,13 @@ from backend.app import Settings, create_app  # noqa: E402
 from backend.executors import ExecutorSettings  # noqa: E402
 from backend.worker import ModelSettings  # noqa: E402
 from clipascene_core.cli import main as clipascene  # noqa: E402
-from tests.backend_helpers import TINY, server_pool, submit, wait_for_status  # noqa: E402
+from tests.backend_helpers import (  # noqa: E402
+    TINY,
+    png_bytes,
+    server_pool,
+    submit,
+    wait_for_status,
+)
 from tests.conftest import draw_scene  # noqa: E402
 
 #: Four cells over several seconds on a Ray worker: one column, three simplicity rows.
@@ -84,20 +91,25 @@ def matrix_processes(job_id: str) -> list[int]:
 
 def test_two_jobs_through_the_daemon_on_ray_give_the_local_executors_cells(
         cluster, tmp_path, start_server):
-    jobs = [dict(TINY, seed=seed) for seed in (1, 2)]
+    # The second job is split by a drawn mask: the mask travels to the task too.
+    drawn = Image.new("L", draw_scene().size, 0)
+    ImageDraw.Draw(drawn).rectangle((25, 15, 85, 80), fill=255)
+    jobs = [(dict(TINY, seed=1), None), (dict(TINY, seed=2, split=True), png_bytes(drawn))]
     server = start_server(tmp_path / "ray", "--executor", "ray", "--ray-address", cluster,
                           "--gpus-per-job", "0")
     health = server.client.get("/v1/health").json()
     assert health["executor"]["kind"] == "ray" and health["executor"]["jobs_at_once"] == 2
     assert health["executor"]["cluster"]["total"]["CPU"] == 2
-    ids = [submit(server.client, params).json()["id"] for params in jobs]
+    ids = [submit(server.client, params, mask=mask).json()["id"] for params, mask in jobs]
     for job_id in ids:
         assert wait_for_status(server.client, job_id, timeout=120)["status"] == "done"
     on_ray = [cell_files(server.client, job_id) for job_id in ids]
+    manifest = server.client.get(f"/v1/jobs/{ids[1]}/manifest.json").json()
+    assert manifest["preprocessing"]["mask_method"] == "user"
 
     with make_client(tmp_path / "local", ExecutorSettings()) as local:
         assert local.get("/v1/health").json()["executor"] == {"kind": "local"}
-        local_ids = [submit(local, params).json()["id"] for params in jobs]
+        local_ids = [submit(local, params, mask=mask).json()["id"] for params, mask in jobs]
         here = []
         for job_id in local_ids:
             assert wait_for_status(local, job_id, timeout=120)["status"] == "done"
