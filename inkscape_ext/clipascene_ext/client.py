@@ -123,10 +123,14 @@ class Backend:
                     f"{unreachable} Start it with `clipascene-backend serve` (installed by "
                     "`python3 install.py`), or check the server address in the dialog.") from None
         port = urllib.parse.urlsplit(self.server).port or 80
+        arguments = [*command, "serve", "--port", str(port)]
+        data_dir = installed_data_dir()
+        if data_dir is not None:  # where install.py put the weights and the jobs
+            arguments += ["--data-dir", str(data_dir)]
         log = _start_log()
         with open(log, "ab") as stream:
             subprocess.Popen(
-                [*command, "serve", "--port", str(port)], stdin=subprocess.DEVNULL, stdout=stream,
+                arguments, stdin=subprocess.DEVNULL, stdout=stream,
                 stderr=stream, start_new_session=True, close_fds=True,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -144,13 +148,23 @@ class Backend:
         return host in ("127.0.0.1", "localhost", "::1")
 
 
-def installed_backend() -> list[str] | None:
-    """The command that starts the backend, as install.py recorded it, if it still exists."""
+def _install_record() -> dict:
     try:
         record = json.loads(BACKEND_RECORD.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    executable = record.get("backend")
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def installed_data_dir() -> Path | None:
+    """The data folder install.py set up (weights, jobs), if it recorded one."""
+    folder = _install_record().get("data_dir")
+    return Path(folder) if isinstance(folder, str) and folder else None
+
+
+def installed_backend() -> list[str] | None:
+    """The command that starts the backend, as install.py recorded it, if it still exists."""
+    executable = _install_record().get("backend")
     if not executable or not Path(executable).exists():
         return None
     return [executable]
