@@ -24,6 +24,7 @@ from clipascene_core.config import ConfigError, step_counts
 from clipascene_core.imageio import ImageInputError, load_image
 from clipascene_core.strokes import StrokeSet, document_size, read_svg
 
+from .estimate import estimate, speed_key
 from .executors import Executor, ExecutorSettings
 from .guard import FORM_OVERHEAD_BYTES, Guard
 from .health import missing_clip_weights, weights_report
@@ -64,6 +65,11 @@ class ProgressInfo(BaseModel):
     steps_done: int | None = None
     steps_total: int | None = None
     eta_s: float | None = None
+    #: For a job whose run has not reported its own ETA yet (queued, or preprocessing), eta_s
+    #: is an estimate of its run time (not counting jobs ahead of it in the queue): its
+    #: cell-steps times the seconds per cell-step "measured" by this daemon's jobs on the
+    #: device, or a "default" for the device type when none has run there yet.
+    estimate: Literal["measured", "default"] | None = None
     cells_done: int = 0
     cells_total: int = 0
 
@@ -85,6 +91,7 @@ class JobInfo(BaseModel):
     notices: list[str]
     params: dict
     image: ImageInfo
+    #: Where the job runs (or ran); for a queued job, the device its preset and estimate are for.
     device: str | None
     #: The preset that runs (or ran) on this job's device: {"requested", "ran", "steps"}.
     preset: dict
@@ -94,6 +101,9 @@ class Submitted(BaseModel):
     id: str
     status: str
     cached: bool
+    #: The job's progress.eta_s and progress.estimate at submission (see ProgressInfo).
+    eta_s: float | None = None
+    estimate: Literal["measured", "default"] | None = None
 
 
 class CellInfo(BaseModel):
@@ -149,21 +159,26 @@ def _layout(params: dict) -> tuple[int, list[int], bool]:
     return config.simplicity_rows + 1, list(config.layers), config.split
 
 
-def _job_info(store: JobStore, job: Job, default_device: str) -> JobInfo:
-    """default_device: where a job not yet claimed by a worker will run ("auto" resolves by it)."""
+def _job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
+    """A job not yet claimed by a worker is shown for the first device ("auto" resolves by it)."""
+    device = job.device or settings.devices[0]
     rows, layers, _ = _layout(job.params)
-    config = JobParams(**job.params).to_config(torch_device_type(job.device or default_device))
+    config = JobParams(**job.params).to_config(torch_device_type(device))
+    steps = step_counts(config, _region_labels(config))
     progress = ProgressInfo(**{key: value for key, value in job.progress.items()
                                if key in ProgressInfo.model_fields})
     progress.cells_done = len(store.cells(job.id))
     progress.cells_total = rows * len(layers)
+    # A queued job may keep the progress of an interrupted run: its estimate replaces it.
+    if job.status == "queued" or (job.status == "running" and progress.eta_s is None):
+        measured = store.meta(speed_key(device, settings.models.identity))
+        progress.eta_s, progress.estimate = estimate(measured, device, steps)
     return JobInfo(
         id=job.id, status=job.status, created=job.created, started=job.started,
         finished=job.finished, progress=progress, error=job.error, notices=job.notices,
         params=job.params, image=ImageInfo(name=job.image_name, width=job.width, height=job.height),
-        device=job.device,
-        preset={"requested": config.preset_requested, "ran": config.preset,
-                "steps": step_counts(config, _region_labels(config))},
+        device=device if job.status == "queued" else job.device,
+        preset={"requested": config.preset_requested, "ran": config.preset, "steps": steps},
     )
 
 
@@ -261,7 +276,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/health", response_model=Health)
     def health() -> Health:
         report = weights_report(settings.models)
-        missing = [name for name, state in report.items() if state == "missing"]
+        # A damaged download is as good as none: the split falls back either way.
+        missing = [name for name, state in report.items() if state in ("missing", "corrupt")]
         states = [WorkerState(**worker.state()) for worker in workers]
         problems = [f"worker on {state.device} is {state.state}: {state.problem}"
                     for state in states if state.state in ("retrying", "stuck", "dead")]
@@ -336,16 +352,18 @@ def create_app(settings: Settings) -> FastAPI:
                                    checked["width"], checked["height"],
                                    mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
         wake.set()
-        return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached).model_dump(),
+        progress = _job_info(store, job, settings).progress
+        return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached,
+                                      eta_s=progress.eta_s, estimate=progress.estimate).model_dump(),
                             status_code=200 if cached else 202)
 
     @app.get("/v1/jobs", response_model=list[JobInfo])
     def list_jobs(limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
-        return [_job_info(store, job, settings.devices[0]) for job in store.list(limit)]
+        return [_job_info(store, job, settings) for job in store.list(limit)]
 
     @app.get("/v1/jobs/{job_id}", response_model=JobInfo)
     def job_status(job_id: str) -> JobInfo:
-        return _job_info(store, get_job(job_id), settings.devices[0])
+        return _job_info(store, get_job(job_id), settings)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobInfo | dict)
     def cancel(job_id: str, purge: bool = False):
@@ -359,7 +377,7 @@ def create_app(settings: Settings) -> FastAPI:
             return {"id": job_id, "purged": True}
         if job.status not in FINAL:
             job = store.request_cancel(job_id)
-        return _job_info(store, job, settings.devices[0])
+        return _job_info(store, job, settings)
 
     @app.get("/v1/jobs/{job_id}/events")
     async def events(job_id: str, request: Request):
@@ -379,7 +397,7 @@ def create_app(settings: Settings) -> FastAPI:
                     idle = 0.0
                     yield _sse("cell", _cell_links(job, cell))
                 sent_cells = len(cells)
-                info = _job_info(store, job, settings.devices[0])
+                info = _job_info(store, job, settings)
                 progress = info.progress.model_dump()
                 if progress != sent_progress:
                     idle = 0.0

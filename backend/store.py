@@ -1,7 +1,7 @@
 """The job store: SQLite (WAL) records of jobs and their finished cells, files beside it.
 
 Layout of the data folder:
-    jobs.sqlite3                 job and cell records
+    jobs.sqlite3                 job and cell records, facts such as each device's measured speed
     jobs/{id}/input.{ext}        the uploaded image, as sent
     jobs/{id}/user-mask.{ext}    the object mask drawn by the user, as sent (when there is one)
     jobs/{id}/out/               the matrix files (see clipascene_core.matrix)
@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS cells (
     data TEXT NOT NULL,
     finished REAL NOT NULL,
     PRIMARY KEY (job_id, row, layer)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -356,6 +360,19 @@ class JobStore:
                     connection.execute("UPDATE jobs SET status='queued' WHERE id=?", (row["id"],))
                     outcomes.append((row["id"], "re-queued"))
         return outcomes
+
+    # --- facts about the service (e.g. the measured speed of a device) -------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._connect() as connection:
+            connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               (key, json.dumps(value)))
+
+    def meta(self, key: str) -> Any:
+        """The value stored under `key`, or None."""
+        with self._connect() as connection:
+            row = connection.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row is not None else None
 
     # --- cells ---------------------------------------------------------------------------
 

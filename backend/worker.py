@@ -17,6 +17,7 @@ from clipascene_core.matrix import MatrixEvent, sketch_matrix
 from clipascene_core.models import ClipEncoder, WeightsError, load_clip
 from clipascene_core.preprocess import MaskInputError
 
+from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
 from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
 
@@ -147,7 +148,7 @@ class Worker(threading.Thread):
         return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
                              models_dir=self.models.models_dir,
                              user_mask=self.store.user_mask(job.id), on_event=on_event,
-                             should_stop=should_stop)
+                             should_stop=should_stop, image_name=job.image_name)
 
     def process(self, job: Job) -> None:
         logger.info("job %s: started on %s (attempt %d)", job.id, self.device, job.attempts)
@@ -155,10 +156,14 @@ class Worker(threading.Thread):
         last_write = 0.0
         notices: list[str] = []
 
-        def report(**fields) -> None:
+        def report(seconds_per_step: float | None = None, **fields) -> None:
+            """Record `fields` of the job, and the device's measured `seconds_per_step` (the
+            estimates of queued jobs use it)."""
             # Progress and notices are worth a try, not a failed job: the next one may get through.
             try:
                 self.store.update(job.id, **fields)
+                if seconds_per_step is not None:
+                    self.store.set_meta(speed_key(self.device, self.models.identity), seconds_per_step)
             except STORAGE_ERRORS as error:
                 logger.warning("job %s: progress not recorded: %s", job.id, error)
 
@@ -182,7 +187,8 @@ class Worker(threading.Thread):
                     "stage": progress.stage, "fraction": round(fraction, 4),
                     "steps_done": progress.steps_done, "steps_total": progress.steps_total,
                     "eta_s": round(eta, 1) if eta is not None else None,
-                })
+                }, seconds_per_step=(elapsed / progress.steps_done
+                                     if fraction >= MEASURE_FROM_FRACTION else None))
 
         def should_stop() -> bool:
             self.last_sign = time.monotonic()
@@ -220,8 +226,8 @@ class Worker(threading.Thread):
             end("failed", storage_problem(error, self.store.data_dir) if disk_trouble(error)
                 else f"internal error: {type(error).__name__}: {error}")
             return
-        report(progress={
-            "stage": "done", "fraction": 1.0, "eta_s": 0,
-            "steps_done": manifest["timings"]["steps"], "steps_total": manifest["timings"]["steps"]})
+        steps = manifest["timings"]["steps"]
+        report(progress={"stage": "done", "fraction": 1.0, "eta_s": 0, "steps_done": steps,
+                         "steps_total": steps}, seconds_per_step=(time.time() - started) / max(steps, 1))
         end("done")
         logger.info("job %s: done in %.1f s", job.id, time.time() - started)

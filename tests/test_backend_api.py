@@ -73,17 +73,33 @@ def test_health_names_the_missing_weights_and_what_to_run(service):
     assert isinstance(health["queue_depth"], int)
 
 
-def test_health_reports_weights_present_when_their_files_exist(tmp_path):
+def test_health_reports_weights_present_only_when_size_and_checksum_match(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from backend import health as health_module
+
     models = tmp_path / "models"
     models.mkdir()
-    for entry in WEIGHTS.values():
-        entry.path(models).write_bytes(b"stand-in")
+    content = b"the real weights, in small"
+    # The registry's entries with this file's size and checksum (the real ones are 200 MB).
+    small = {name: dataclasses.replace(entry, size=len(content),
+                                       md5=hashlib.md5(content).hexdigest())
+             for name, entry in WEIGHTS.items()}
+    monkeypatch.setattr(health_module, "WEIGHTS", small)
+    small["u2net"].path(models).write_bytes(content)
+    small["big-lama"].path(models).write_bytes(b"x" * len(content))  # right size, wrong bytes
     app = create_app(Settings(data_dir=tmp_path, devices=["cpu"], start_workers=False,
                               models=ModelSettings("tiny-test", "random", models)))
     with TestClient(app) as client:
         health = client.get("/v1/health").json()
-    assert health["weights"] == {"clip": "not needed", "u2net": "present", "big-lama": "present"}
-    assert health["missing"] == []
+        assert health["weights"] == {"clip": "not needed", "u2net": "present", "big-lama": "corrupt"}
+        assert health["missing"] == ["big-lama"]
+        small["big-lama"].path(models).write_bytes(b"stand-in")  # any file of that name
+        assert client.get("/v1/health").json()["weights"]["big-lama"] == "corrupt"
+        small["big-lama"].path(models).write_bytes(content)
+        health = client.get("/v1/health").json()
+    assert health["weights"]["big-lama"] == "present" and health["missing"] == []
     assert health["how_to_get_missing"] is None
 
 
@@ -228,7 +244,8 @@ def test_the_web_page_is_served_at_the_root(service):
 def test_identical_image_and_params_return_the_same_job_as_cached(service, plain_job):
     again = submit(service, TINY, name="another-name.png")
     assert again.status_code == 200
-    assert again.json() == {"id": plain_job["id"], "status": "done", "cached": True}
+    assert again.json() == {"id": plain_job["id"], "status": "done", "cached": True,
+                            "eta_s": 0, "estimate": None}
 
 
 def test_different_params_or_image_make_a_new_job(idle):
@@ -252,7 +269,7 @@ def test_params_are_stored_in_canonical_form(idle):
     assert params == {"preset": "preview", "layers": [2, 8], "rows": None, "strokes": None,
                       "split": False, "seed": None, "iterations": None, "row_steps": None}
     same = submit(idle, {"split": False, "layers": [2, 8], "preset": "preview"})
-    assert same.json() == {"id": job_id, "status": "queued", "cached": True}
+    assert same.json()["id"] == job_id and same.json()["cached"] is True
 
 
 # --- the drawn mask ----------------------------------------------------------------------
@@ -311,6 +328,37 @@ def test_the_mask_is_404_with_a_sentence_until_preprocessing_wrote_it(idle):
         assert idle.get(f"/v1/jobs/{job_id}/matrix").json()["mask_url"] is None
 
 
+# --- the estimate before a job runs -------------------------------------------------------
+
+def test_a_queued_job_is_estimated_from_its_steps_at_the_default_cpu_speed(idle):
+    response = submit(idle, {"layers": [2, 8]})
+    assert response.status_code == 202, response.text
+    job = idle.get(f"/v1/jobs/{response.json()['id']}").json()
+    assert job["status"] == "queued"
+    # The preview preset on a CPU: 4 sketches (2 regions x 2 columns) of 500 fidelity steps and
+    # 8 simplicity rows of 100: 5200 cell-steps at 0.7 s, as nothing was measured here yet.
+    assert job["progress"]["eta_s"] == pytest.approx(5200 * 0.7)
+    assert job["progress"]["estimate"] == "default"
+    assert (response.json()["eta_s"], response.json()["estimate"]) == (job["progress"]["eta_s"], "default")
+    assert job["device"] == "cpu"  # the device the picker's estimate line asks for
+
+
+def test_a_queued_job_is_estimated_at_the_speed_measured_by_the_finished_ones(tmp_path):
+    """The speed is measured by the worker and kept in the store: an idle service started later
+    estimates a job like the finished one to take as long as it took."""
+    params = {**MASKED_JOB, "rows": 1, "row_steps": 2}
+    with TestClient(make_app(tmp_path)) as client:
+        finished = wait_for_status(client, submit(client, params).json()["id"], timeout=120)
+    assert finished["status"] == "done", finished
+    # 2 regions x 1 column x 2 seeds, each 2 fidelity steps then a row of 2.
+    assert finished["progress"]["steps_total"] == 16
+    with TestClient(make_app(tmp_path, start_workers=False)) as client:
+        queued = client.get(f"/v1/jobs/{submit(client, {**params, 'seed': 5}).json()['id']}").json()
+    assert queued["progress"]["estimate"] == "measured"
+    took = finished["finished"] - finished["started"]
+    assert queued["progress"]["eta_s"] == pytest.approx(took, rel=0.25, abs=0.2)
+
+
 # --- cancel and purge ---------------------------------------------------------------------
 
 def test_cancelling_a_queued_job_cancels_it_at_once(idle):
@@ -325,7 +373,7 @@ def test_cancelling_a_queued_job_cancels_it_at_once(idle):
     # Submitting it again queues the same job once more: a run, not a cache hit.
     again = submit(idle, TINY)
     assert again.status_code == 202
-    assert again.json() == {"id": job_id, "status": "queued", "cached": False}
+    assert (again.json()["id"], again.json()["status"], again.json()["cached"]) == (job_id, "queued", False)
 
 
 def test_unfinished_job_has_no_files_yet(idle):

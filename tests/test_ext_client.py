@@ -85,6 +85,27 @@ def test_the_mask_the_extension_sends_is_the_object_the_backend_splits_off(serve
         backend.submit(png(tmp_path / "a.png"), "masked.png", params, mask=buffer.getvalue())
 
 
+def test_the_picker_shows_the_estimate_of_a_queued_job(server, tmp_path):
+    """A job waiting behind another already has an estimate; the picker's details line shows
+    it (the time is measured by the jobs this backend ran before, or a default)."""
+    picker = pytest.importorskip("clipascene_ext.picker")
+    backend = Backend(server.url)
+    params = {"preset": "paper", "layers": [2], "rows": 0, "strokes": 4, "iterations": 20_000,
+              "split": False}
+    jobs = [backend.submit(png(tmp_path / "a.png"), "long.png", {**params, "seed": seed})["id"]
+            for seed in (21, 22)]
+    try:
+        waiting = backend.job(jobs[1])
+        assert waiting["status"] == "queued"
+        assert waiting["progress"]["estimate"] in ("measured", "default")
+        assert waiting["progress"]["eta_s"] > 60
+        details = picker._details(waiting, waiting["status"], waiting["preset"])
+        assert "more on this computer" in details, details
+    finally:
+        for job_id in jobs:
+            backend.cancel(job_id)
+
+
 def test_refusals_become_user_messages(server):
     backend = Backend(server.url)
     with pytest.raises(BackendError, match="refused the request: .*no job"):
@@ -94,14 +115,16 @@ def test_refusals_become_user_messages(server):
 
 
 def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch):
-    """install.py records the backend command; the extension starts it and waits for health."""
+    """install.py records the backend command and its data folder; the extension starts it
+    there (after `install.py --data-dir D` the weights are in D, not the default folder) and
+    waits for health."""
     launcher = tmp_path / "clipascene-backend"
     launcher.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" --data-dir {tmp_path / 'data'} "
+        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" "
         "--clip-model tiny-test --weights random --device cpu --log-level WARNING\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
     record = tmp_path / "backend.json"
-    record.write_text(json.dumps({"backend": str(launcher)}))
+    record.write_text(json.dumps({"backend": str(launcher), "data_dir": str(tmp_path / "data")}))
     monkeypatch.setattr(client, "BACKEND_RECORD", record)
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -109,6 +132,7 @@ def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch)
     health = backend.ensure_running()
     try:
         assert health["service"] == "clipascene-backend"
+        assert (tmp_path / "data" / "jobs.sqlite3").is_file(), "not started in the recorded folder"
     finally:
         pid = _server_pid(tmp_path / "data")
         if pid:
