@@ -276,8 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/health", response_model=Health)
     def health() -> Health:
         report = weights_report(settings.models)
-        # A damaged download is as good as none: the split falls back either way.
-        missing = [name for name, state in report.items() if state in ("missing", "corrupt")]
+        missing = [name for name, state in report.items() if state == "missing"]
         states = [WorkerState(**worker.state()) for worker in workers]
         problems = [f"worker on {state.device} is {state.state}: {state.problem}"
                     for state in states if state.state in ("retrying", "stuck", "dead")]

@@ -148,7 +148,7 @@ class Worker(threading.Thread):
         return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
                              models_dir=self.models.models_dir,
                              user_mask=self.store.user_mask(job.id), on_event=on_event,
-                             should_stop=should_stop, image_name=job.image_name)
+                             should_stop=should_stop)
 
     def process(self, job: Job) -> None:
         logger.info("job %s: started on %s (attempt %d)", job.id, self.device, job.attempts)
