@@ -151,23 +151,27 @@ def test_a_killed_ray_worker_is_retried_and_the_cells_received_stay(on_ray):
     assert len(cell_files(on_ray, job_id)) == 4
 
 
-def test_batch_across_the_cluster_then_again_skips_every_image(cluster, tmp_path, capsys):
+def test_batch_here_then_across_the_cluster_then_again_skips_what_is_done(cluster, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     for index, size in enumerate(((160, 96), (120, 120), (90, 150))):
         draw_scene(*size).save(photos / f"photo{index}.png")
     out = tmp_path / "out"
-    options = ["--out", str(out), "--ray", cluster, "--clip-model", "tiny-test",
-               "--weights", "random", "--quiet", "--preset", "paper", "--layers", "2",
-               "--rows", "0", "--strokes", "4", "--iterations", "2", "--no-split"]
-    assert clipascene(["batch", str(photos), *options]) == 0
-    assert "3 sketched, 0 skipped" in capsys.readouterr().out
+    options = ["--out", str(out), "--clip-model", "tiny-test", "--weights", "random", "--quiet",
+               "--preset", "paper", "--layers", "2", "--rows", "0", "--strokes", "4",
+               "--iterations", "2", "--no-split", "--device", "cpu"]
+    on_ray = ["--ray", cluster, "--gpus-per-job", "0"]
+
+    assert clipascene(["batch", str(photos / "photo0.png"), *options]) == 0  # here, one image
+    assert "1 sketched, 0 skipped" in capsys.readouterr().out
+    assert clipascene(["batch", str(photos), *options, *on_ray]) == 0
+    assert "2 sketched, 1 skipped (already done), 0 failed" in capsys.readouterr().out
     written = {}
     for index in range(3):
         manifest = json.loads((out / f"photo{index}" / "manifest.json").read_text())
         assert manifest["cells_done"] == manifest["cells_total"] == 1
         written[index] = (out / f"photo{index}" / "manifest.json").stat().st_mtime_ns
-    assert clipascene(["batch", str(photos), *options]) == 0
+    assert clipascene(["batch", str(photos), *options, *on_ray]) == 0
     assert "0 sketched, 3 skipped (already done), 0 failed" in capsys.readouterr().out
     assert written == {index: (out / f"photo{index}" / "manifest.json").stat().st_mtime_ns
                        for index in range(3)}
