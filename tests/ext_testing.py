@@ -1,5 +1,5 @@
 """Helpers shared by the extension's tests, which also run under Inkscape's own Python
-(stdlib only here): PNGs made by hand."""
+(stdlib only here): PNGs made by hand, and a backend stand-in for the real effect."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ def png_from(width: int, height: int, pixel) -> bytes:
     rows = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+class RecordingBackend:
+    """client.Backend's effect-facing methods; every job's cell is the same real cell SVG."""
+
+    def __init__(self, cell_svg: bytes):
+        self.cell = cell_svg
+        self.submitted: list[dict] = []
+
+    def submit(self, image: bytes, filename: str, params: dict, mask: bytes | None = None) -> dict:
+        self.submitted.append({"image": image, "filename": filename, "params": params, "mask": mask})
+        return {"id": f"{len(self.submitted):016x}", "status": "queued", "cached": False}
+
+    def matrix(self, job_id: str) -> dict:
+        return {"status": "done", "rows": 2, "layers": [2, 8], "cells": [
+            {"row": row, "column": column, "ready": True} for row in range(2) for column in range(2)]}
+
+    def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
+        return self.cell

@@ -29,27 +29,9 @@ import inkex  # noqa: E402
 from clipascene_ext import effects  # noqa: E402
 from clipascene_ext.importer import find_layers  # noqa: E402
 from clipascene_ext.style import StrokeStyle  # noqa: E402
+from ext_testing import RecordingBackend  # noqa: E402
 
 SVG_NS = "http://www.w3.org/2000/svg"
-
-
-class RecordingBackend:
-    """client.Backend's effect-facing methods; every job's cell is the same real cell SVG."""
-
-    def __init__(self, cell_svg: bytes):
-        self.cell = cell_svg
-        self.submitted: list[dict] = []
-
-    def submit(self, image: bytes, filename: str, params: dict, mask: bytes | None = None) -> dict:
-        self.submitted.append({"image": image, "filename": filename, "params": params, "mask": mask})
-        return {"id": f"{len(self.submitted):016x}", "status": "queued", "cached": False}
-
-    def matrix(self, job_id: str) -> dict:
-        return {"status": "done", "rows": 2, "layers": [2, 8], "cells": [
-            {"row": row, "column": column, "ready": True} for row in range(2) for column in range(2)]}
-
-    def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
-        return self.cell
 
 
 def png_uri(image: Image.Image) -> str:

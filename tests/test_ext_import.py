@@ -28,6 +28,7 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
+from clipascene_ext import effects  # noqa: E402
 from clipascene_ext.importer import (  # noqa: E402
     LAYER_LABEL,
     build_layer,
@@ -36,8 +37,7 @@ from clipascene_ext.importer import (  # noqa: E402
     replace_strokes,
 )
 from clipascene_ext.placement import pixel_to_document, visible_pixel_rect  # noqa: E402
-from clipascene_ext.source import selected_image  # noqa: E402
-from ext_testing import png_bytes  # noqa: E402
+from ext_testing import RecordingBackend, png_bytes  # noqa: E402
 from lxml import etree  # noqa: E402
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -448,20 +448,12 @@ class ChangeAbstractionTests(unittest.TestCase):
         self.assertEqual(etree.tostring(image), before)
 
 
-class ImportCell(inkex.EffectExtension):
-    """A stand-in for the Sketch Image effect with a canned cell instead of the backend."""
-
-    def add_arguments(self, pars):
-        pars.add_argument("--cell_file")
-
-    def effect(self):
-        source = selected_image(self.svg, self.svg.selection, self.document_path())
-        transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
-        layer = build_layer(
-            Path(self.options.cell_file).read_bytes(), transform, job_id="j", row=1, column=0,
-            layer=8, part="combined", image_id=source.element.get("id"),
-            clip_rect=visible_pixel_rect(source.element, source.pixel_width, source.pixel_height))
-        insert_layer(self.svg, layer)
+def run_sketch_effect(drawing: Path, cell: bytes, output, *arguments: str) -> None:
+    """The real Sketch Image effect through inkex's command line, its backend a stand-in that
+    serves `cell` for every cell (the real daemon: test_ext_client.py)."""
+    with mock.patch.object(effects, "_backend", lambda server: RecordingBackend(cell)):
+        effects.SketchImage().run([str(drawing), "--id=photo", "--cell=1,0", *arguments],
+                                  output=output)
 
 
 class EffectRoundTripTests(unittest.TestCase):
@@ -480,7 +472,7 @@ class EffectRoundTripTests(unittest.TestCase):
             output, errors = io.BytesIO(), io.StringIO()
             with mock.patch.dict(os.environ, {"DOCUMENT_PATH": str(drawing)}), \
                     contextlib.redirect_stderr(errors):
-                ImportCell().run([str(drawing), "--id=photo", f"--cell_file={cell}"], output=output)
+                run_sketch_effect(drawing, cell.read_bytes(), output, "--clip=off")
             self.assertEqual(errors.getvalue(), "")
             result = inkex.load_svg(io.BytesIO(output.getvalue())).getroot()
             (layer,) = find_layers(result)
@@ -497,7 +489,7 @@ class EffectRoundTripTests(unittest.TestCase):
             errors = io.StringIO()
             with mock.patch.dict(os.environ, {"DOCUMENT_PATH": str(drawing)}), \
                     contextlib.redirect_stderr(errors), self.assertRaises(SystemExit):
-                ImportCell().run([str(drawing), "--id=photo", "--cell_file=x"], output=io.BytesIO())
+                run_sketch_effect(drawing, frame_cell(10, 10), io.BytesIO())
             self.assertIn("gone.png was not found", errors.getvalue())
 
 
