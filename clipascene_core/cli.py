@@ -10,11 +10,12 @@ from pathlib import Path
 
 from . import __version__
 from .config import RENDERERS, ConfigError
-from .imageio import ImageInputError, load_image
+from .errors import UserError
+from .imageio import load_image
 from .models import DEFAULT_CLIP_MODEL, PRECISIONS, WeightsError, default_threads, load_clip, resolve_device
 from .options import add_arguments as add_option_arguments
 from .options import config_from_options
-from .preprocess import MaskInputError, load_user_mask
+from .preprocess import load_user_mask
 
 logger = logging.getLogger("clipascene")
 
@@ -167,15 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             from .model_manager import run
 
             return run(args)
-    except (ImageInputError, ConfigError, MaskInputError) as error:
+    except UserError as error:  # the image, the options, the mask, weights not installed
         print(f"clipascene: {error}", file=sys.stderr)
-        return EXIT_INPUT
+        return EXIT_WEIGHTS if isinstance(error, WeightsError) else EXIT_INPUT
     except OSError as error:  # e.g. the disk of --out filled up during the run
         print(f"clipascene: cannot write the results: {error}", file=sys.stderr)
         return EXIT_INPUT
-    except WeightsError as error:
-        print(f"clipascene: {error}", file=sys.stderr)
-        return EXIT_WEIGHTS
     except RuntimeError as error:
         print(f"clipascene: {error}", file=sys.stderr)
         return 1

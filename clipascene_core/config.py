@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .errors import UserError
+
 #: The sketch canvas, CLIP ViT-B/32's input size in px.
 CANVAS_SIZE = 224
 #: CLIP ViT-B/32 residual blocks the paper uses as fidelity columns.
@@ -23,7 +25,7 @@ PRESETS = ("auto", "preview", "standard", "paper")
 RENDERERS = ("torch", "diffvg")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A parameter is out of range or inconsistent; the message says what to change."""
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: Formats accepted from users, by content (Pillow's format name), not by file name. MPO (a
@@ -41,8 +43,14 @@ MAX_ASPECT_RATIO = 100
 WORKING_MAX_SIDE = 2048
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserError, ValueError):
     """The input is not an image we can sketch. The message is one sentence for the user."""
+
+
+class UnsupportedImageError(ImageInputError):
+    """The input is not an image at all, or a format we do not read."""
+
+    http_status = 415
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ def load_image(source: str | Path | bytes) -> InputImage:
     try:
         with Image.open(opened) as image:
             if image.format not in SUPPORTED_FORMATS:
-                raise ImageInputError(
+                raise UnsupportedImageError(
                     f"{where}{image.format} images are not supported; use PNG, JPEG or WebP."
                 )
             orientation = _orientation(image)
@@ -173,7 +181,7 @@ def load_image(source: str | Path | bytes) -> InputImage:
     except ImageInputError:
         raise
     except UnidentifiedImageError:
-        raise ImageInputError(f"{where}not an image file (PNG, JPEG or WebP expected).") from None
+        raise UnsupportedImageError(f"{where}not an image file (PNG, JPEG or WebP expected).") from None
     except Image.DecompressionBombError:
         raise ImageInputError(
             f"{where}the image is too large (over {MAX_IMAGE_PIXELS:,} pixels)."

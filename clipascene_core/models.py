@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
 from .paths import models_dir
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ _TINY_CONFIG_NAME = "clipascene-tiny-test"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Model weights are missing or unusable; the message says how to get them."""
+
+    http_status = 409  # the request is fine; this machine lacks what it needs
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import UserError
 from .fallbacks import check_mask, fallback_inpaint, fallback_mask
 from .imageio import CanvasFrame, InputImage, square_crop_tensor, to_canvas_tensor
 from .registry import LAMA, U2NET, WeightsFile
@@ -282,7 +283,7 @@ def background_target(split: SceneSplit, canvas_size: int = 224) -> torch.Tensor
     return to_canvas_tensor(split.background, canvas_size)
 
 
-class MaskInputError(ValueError):
+class MaskInputError(UserError, ValueError):
     """The user's mask cannot be used. The message is one sentence for the user."""
 
 
