@@ -276,7 +276,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/health", response_model=Health)
     def health() -> Health:
         report = weights_report(settings.models)
-        missing = [name for name, state in report.items() if state == "missing"]
+        # A damaged download is as good as none: the split falls back either way.
+        missing = [name for name, state in report.items() if state in ("missing", "corrupt")]
         states = [WorkerState(**worker.state()) for worker in workers]
         problems = [f"worker on {state.device} is {state.state}: {state.problem}"
                     for state in states if state.state in ("retrying", "stuck", "dead")]
@@ -542,8 +543,7 @@ def _check_image(data: bytes, what: str = "image") -> dict:
             image = load_image(data)
     except ImageInputError as error:
         message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
-        raise HTTPException(415 if "not an image" in message or "not supported" in message
-                            else 400, message) from None
+        raise HTTPException(error.http_status, message) from None
     return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}
 
 

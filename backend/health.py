@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipascene_core.downloads import verify
 from clipascene_core.models import clip_weights_present
 from clipascene_core.paths import models_dir
-from clipascene_core.registry import WEIGHTS
+from clipascene_core.registry import WEIGHTS, WeightsFile
 
 from .worker import ModelSettings
 
@@ -19,12 +20,36 @@ def _clip_state(models: ModelSettings, folder: Path) -> str:
     return "present" if Path(models.weights).expanduser().is_file() else "missing"
 
 
+#: Checksums already verified: (path, size, mtime) -> state, so each file is read once.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _file_state(entry: WeightsFile, folder: Path) -> str:
+    """"present" when the file has the registry's size and checksum, "corrupt" when it has
+    not (a partial download, another file of that name), "missing" when there is none. The
+    checksum is computed once per file version."""
+    path = entry.path(folder)
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    if not path.is_file():
+        return "missing"
+    if stat.st_size != entry.size:
+        return "corrupt"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = verify(entry, folder)
+    return _VERIFIED[key]
+
+
 def weights_report(models: ModelSettings) -> dict[str, str]:
-    """{weights name: "present" | "missing" | "not needed"} for the configured models."""
+    """{weights name: "present" | "missing" | "corrupt" | "not needed"} for the configured
+    models."""
     folder = models.models_dir or models_dir()
     report = {"clip": _clip_state(models, folder)}
     for name, entry in WEIGHTS.items():
-        report[name] = "present" if entry.present(folder) else "missing"
+        report[name] = _file_state(entry, folder)
     return report
 
 

@@ -10,12 +10,11 @@ from functools import partial
 from pathlib import Path
 
 from clipascene_core.cluster import ClusterError
-from clipascene_core.config import ConfigError
 from clipascene_core.engine import Cancelled
-from clipascene_core.imageio import ImageInputError, load_image
+from clipascene_core.errors import UserError
+from clipascene_core.imageio import load_image
 from clipascene_core.matrix import MatrixEvent, sketch_matrix
-from clipascene_core.models import ClipEncoder, WeightsError, load_clip
-from clipascene_core.preprocess import MaskInputError
+from clipascene_core.models import ClipEncoder, load_clip
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
@@ -24,7 +23,9 @@ from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
 logger = logging.getLogger(__name__)
 
 #: Errors caused by the job's input or the machine's set-up: their message is for the user.
-USER_ERRORS = (ImageInputError, ConfigError, WeightsError, MaskInputError, ValueError, ClusterError)
+#: Failures shown to the user as theirs (or the cluster's) to fix; anything else is an
+#: internal error, logged with its traceback.
+USER_ERRORS = (UserError, ClusterError)
 #: Progress is written to the store at most this often (cells are written at once).
 PROGRESS_INTERVAL_S = 0.5
 #: Back-off between tries while the job store cannot be read or written (a full disk, …).
@@ -148,7 +149,7 @@ class Worker(threading.Thread):
         return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
                              models_dir=self.models.models_dir,
                              user_mask=self.store.user_mask(job.id), on_event=on_event,
-                             should_stop=should_stop)
+                             should_stop=should_stop, image_name=job.image_name)
 
     def process(self, job: Job) -> None:
         logger.info("job %s: started on %s (attempt %d)", job.id, self.device, job.attempts)

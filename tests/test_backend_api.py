@@ -73,17 +73,33 @@ def test_health_names_the_missing_weights_and_what_to_run(service):
     assert isinstance(health["queue_depth"], int)
 
 
-def test_health_reports_weights_present_when_their_files_exist(tmp_path):
+def test_health_reports_weights_present_only_when_size_and_checksum_match(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from backend import health as health_module
+
     models = tmp_path / "models"
     models.mkdir()
-    for entry in WEIGHTS.values():
-        entry.path(models).write_bytes(b"stand-in")
+    content = b"the real weights, in small"
+    # The registry's entries with this file's size and checksum (the real ones are 200 MB).
+    small = {name: dataclasses.replace(entry, size=len(content),
+                                       md5=hashlib.md5(content).hexdigest())
+             for name, entry in WEIGHTS.items()}
+    monkeypatch.setattr(health_module, "WEIGHTS", small)
+    small["u2net"].path(models).write_bytes(content)
+    small["big-lama"].path(models).write_bytes(b"x" * len(content))  # right size, wrong bytes
     app = create_app(Settings(data_dir=tmp_path, devices=["cpu"], start_workers=False,
                               models=ModelSettings("tiny-test", "random", models)))
     with TestClient(app) as client:
         health = client.get("/v1/health").json()
-    assert health["weights"] == {"clip": "not needed", "u2net": "present", "big-lama": "present"}
-    assert health["missing"] == []
+        assert health["weights"] == {"clip": "not needed", "u2net": "present", "big-lama": "corrupt"}
+        assert health["missing"] == ["big-lama"]
+        small["big-lama"].path(models).write_bytes(b"stand-in")  # any file of that name
+        assert client.get("/v1/health").json()["weights"]["big-lama"] == "corrupt"
+        small["big-lama"].path(models).write_bytes(content)
+        health = client.get("/v1/health").json()
+    assert health["weights"]["big-lama"] == "present" and health["missing"] == []
     assert health["how_to_get_missing"] is None
 
 
@@ -634,3 +650,25 @@ def test_health_reports_a_worker_whose_job_shows_no_progress_as_stuck(service, m
     service.delete(f"/v1/jobs/{job_id}")
     assert wait_for_status(service, job_id, timeout=30)["status"] == "cancelled"
     assert service.get("/v1/health").json()["ok"] is True
+
+
+@pytest.mark.parametrize("raised, shown", [
+    (ValueError("a bug's message"), "internal error: ValueError: a bug's message"),
+    (__import__("clipascene_core.config", fromlist=["ConfigError"]).ConfigError(
+        "--strokes must be between 1 and 256, not 0."), "--strokes must be between 1 and 256, not 0."),
+])
+def test_only_user_errors_are_shown_as_the_users_mistake(tmp_path, monkeypatch, caplog, raised, shown):
+    """One base class (clipascene_core.errors.UserError) marks the user's mistakes; a bare
+    ValueError inside a job is an internal error, logged with its traceback."""
+    import backend.worker as worker_module
+
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(worker_module, "sketch_matrix", failing)
+    with TestClient(make_app(tmp_path)) as client:
+        response = submit(client, TINY)
+        job = wait_for_status(client, response.json()["id"], timeout=60)
+    assert job["status"] == "failed" and job["error"] == shown
+    internal = [record for record in caplog.records if record.exc_info]
+    assert bool(internal) == shown.startswith("internal error")

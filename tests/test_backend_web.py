@@ -250,6 +250,9 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
 
         [job] = server.client.get("/v1/jobs").json()
         assert job["image"] == {"name": "my photo.png", "width": 200, "height": 120}
+        # The page follows the running job through its event stream, not by polling alone.
+        followed = browser.wait_for("(() => stream && stream.readyState === 1 && stream.url)()")
+        assert followed.endswith(f"/v1/jobs/{job['id']}/events")
         assert job["params"]["preset"] == "preview" and job["params"]["layers"] == [3, 9]
         assert (job["params"]["rows"], job["params"]["strokes"], job["params"]["split"],
                 job["params"]["iterations"]) == (2, 6, False, 20000)

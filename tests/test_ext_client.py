@@ -115,14 +115,16 @@ def test_refusals_become_user_messages(server):
 
 
 def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch):
-    """install.py records the backend command; the extension starts it and waits for health."""
+    """install.py records the backend command and its data folder; the extension starts it
+    there (after `install.py --data-dir D` the weights are in D, not the default folder) and
+    waits for health."""
     launcher = tmp_path / "clipascene-backend"
     launcher.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" --data-dir {tmp_path / 'data'} "
+        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" "
         "--clip-model tiny-test --weights random --device cpu --log-level WARNING\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
     record = tmp_path / "backend.json"
-    record.write_text(json.dumps({"backend": str(launcher)}))
+    record.write_text(json.dumps({"backend": str(launcher), "data_dir": str(tmp_path / "data")}))
     monkeypatch.setattr(client, "BACKEND_RECORD", record)
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -130,6 +132,7 @@ def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch)
     health = backend.ensure_running()
     try:
         assert health["service"] == "clipascene-backend"
+        assert (tmp_path / "data" / "jobs.sqlite3").is_file(), "not started in the recorded folder"
     finally:
         pid = _server_pid(tmp_path / "data")
         if pid:
