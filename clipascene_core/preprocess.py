@@ -27,7 +27,7 @@ from typing import ClassVar, TypeVar
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .fallbacks import check_mask, fallback_inpaint, fallback_mask
@@ -298,7 +298,8 @@ def load_user_mask(path: Path, working_size: tuple[int, int], image_size: tuple[
     try:
         with Image.open(path) as opened:
             opened.load()
-            drawing = opened.copy()
+            # Upright as its EXIF orientation says, like the photo it is drawn over.
+            drawing = ImageOps.exif_transpose(opened)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise MaskInputError(f"{path}: the mask could not be read as an image ({error}).") from None
     mask_width, mask_height = drawing.size

@@ -27,6 +27,7 @@ from clipascene_core.preprocess import (
     fallback_inpaint,
     fallback_mask,
     foreground_target,
+    load_user_mask,
     object_reframing,
     split_scene,
 )
@@ -249,6 +250,20 @@ def test_user_mask_file_is_used_at_the_working_size(tmp_path, weights_dir):
     expected = np.zeros((150, 200), bool)
     expected[30:70, 20:60] = True
     np.testing.assert_array_equal(split.mask, expected)
+
+
+def test_user_mask_from_a_phone_is_turned_upright_like_the_photo(tmp_path):
+    # Stored sideways (300 x 400) with EXIF orientation 6 (rotate 90 degrees clockwise to
+    # show): upright it is 400 x 300, the image's shape, with the object at the top left.
+    stored = Image.new("L", (300, 400), 0)
+    ImageDraw.Draw(stored).rectangle((0, 0, 59, 79), fill=255)  # shown upright: top right
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "mask.jpg"
+    stored.save(path, exif=exif, quality=100)
+    mask = load_user_mask(path, (200, 150), (200, 150))
+    assert mask.shape == (150, 200)
+    assert mask[2:28, 163:198].all() and not mask[:, :150].any() and not mask[35:].any()
 
 
 def test_user_mask_transparency_marks_the_object(tmp_path, weights_dir):
