@@ -40,6 +40,10 @@ from .targets import TargetBank
 
 logger = logging.getLogger(__name__)
 
+#: Version of manifest.json's layout: 2 added `preset`, per-layer losses, expected stroke
+#: counts, `pieces` beside `strokes`, `model.precision` and this field.
+MANIFEST_SCHEMA_VERSION = 2
+
 RANDOM_WEIGHTS_NOTICE = (
     "CLIP ran with random weights: these sketches only exercise the mechanics and do not "
     "depict the image."
@@ -311,6 +315,7 @@ def sketch_matrix(
 
     manifest = {
         "kind": "clipascene-matrix",
+        "schema_version": MANIFEST_SCHEMA_VERSION,
         "image": {"file": image_name or (None if isinstance(image, InputImage) else Path(image).name),
                   "width": frame.image_width, "height": frame.image_height, "format": source.format},
         "frame": {"svg_units": "input image pixels", "canvas_size": frame.canvas_size,

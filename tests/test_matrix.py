@@ -46,6 +46,7 @@ def matrix(tmp_path_factory):
 
 def test_manifest_describes_every_cell(matrix):
     out, manifest = matrix
+    assert manifest["schema_version"] == 2
     assert manifest["rows"] == 3 and manifest["layers"] == [2, 8]
     assert manifest["cells_done"] == manifest["cells_total"] == 6
     assert manifest["regions"] == ["background", "foreground"]
