@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from clipascene_core import __version__
-from clipascene_core.models import DEFAULT_CLIP_MODEL, PRECISIONS
+from clipascene_core.models import add_model_arguments
 
 from .executors import EXECUTORS, ExecutorSettings
 from .worker import ModelSettings
@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-name", action="append", default=[], metavar="HOST",
                        help="a host name clients reach the service by, beyond the bound address "
                             "and loopback (e.g. behind a reverse proxy); may be repeated")
-    serve.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                       help="open_clip model name, or tiny-test (tiny random model for tests)")
-    serve.add_argument("--weights", default="openai", help="openai, random, or a weights file")
-    serve.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="CLIP's precision: auto (bfloat16 where the device has it natively), "
-                            "fp32 or bf16")
+    add_model_arguments(serve)
     serve.add_argument("--models-dir", type=Path, default=None,
                        help="folder with the model weights (default: models/ in the data folder)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")

@@ -11,15 +11,14 @@ each; spinning OpenMP threads (the 'active' wait policy) make it far worse.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench import report
 from bench.fidelity_bench import SAMPLE, machine
 
 ARGS = ["--clip-model", "tiny-test", "--weights", "random", "--layers", "2,8,11", "--rows", "2",
@@ -64,15 +63,7 @@ def run() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", type=Path, help="append the table to this Markdown file")
-    args = parser.parse_args()
-    table = run()
-    print(table)
-    if args.write:
-        with args.write.open("a") as stream:
-            stream.write(f"\n## Two runs at once\n\nWritten by `python -m bench.concurrency_bench` "
-                         f"on {time.strftime('%Y-%m-%d')}.\n\n{table}\n")
+    report.main(__doc__, "Two runs at once", "bench.concurrency_bench", run)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ cores slow each other down):
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
+from bench import report
 from bench.fidelity_bench import SAMPLE, machine, peak_memory_mb
 from clipascene_core.config import make_config
 from clipascene_core.matrix import sketch_matrix
@@ -52,8 +52,8 @@ def run_matrix(encoder, config, out: Path) -> dict:
             "notices": manifest["notices"]}
 
 
-def run(fidelity_steps: int, row_steps: int, device_name: str) -> str:
-    device = resolve_device(device_name)
+def run(fidelity_steps: int, row_steps: int, device: str) -> str:
+    device = resolve_device(device)
     encoder = load_clip("ViT-B-32", "random", device, precision="auto")
     full = make_config("preview")
     results = {}
@@ -107,19 +107,14 @@ def run(fidelity_steps: int, row_steps: int, device_name: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser) -> None:
     parser.add_argument("--fidelity-steps", type=int, default=10)
     parser.add_argument("--row-steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--write", type=Path, help="append the table to this Markdown file")
-    args = parser.parse_args()
-    table = run(args.fidelity_steps, args.row_steps, args.device)
-    print(table)
-    if args.write:
-        with args.write.open("a") as stream:
-            stream.write(f"\n## Whole matrix\n\nWritten by `python -m bench.matrix_bench` on "
-                         f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n")
+
+
+def main() -> None:
+    report.main(__doc__, "Whole matrix", "bench.matrix_bench", run, _arguments)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ executor runs two rounds: the first with fresh workers, the second with warm one
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from backend.app import Settings, create_app  # noqa: E402
 from backend.executors import ExecutorSettings  # noqa: E402
 from backend.worker import ModelSettings  # noqa: E402
+from bench import report  # noqa: E402
 from bench.fidelity_bench import machine  # noqa: E402
 from tests.backend_helpers import submit, wait_for_status  # noqa: E402
 
@@ -107,15 +107,7 @@ def run() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", type=Path, help="append the table to this Markdown file")
-    args = parser.parse_args()
-    table = run()
-    print(table)
-    if args.write:
-        with args.write.open("a") as stream:
-            stream.write(f"\n## Jobs on Ray\n\nWritten by `python -m bench.ray_bench` on "
-                         f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n")
+    report.main(__doc__, "Jobs on Ray", "bench.ray_bench", run)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from . import __version__
 from .config import RENDERERS, ConfigError
 from .errors import UserError
 from .imageio import load_image
-from .models import DEFAULT_CLIP_MODEL, PRECISIONS, WeightsError, default_threads, load_clip, resolve_device
+from .models import WeightsError, add_model_arguments, default_threads, load_clip, resolve_device
 from .options import add_arguments as add_option_arguments
 from .options import config_from_options
 from .preprocess import load_user_mask
@@ -64,15 +64,9 @@ def add_matrix_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--models-dir", type=Path, default=None,
                          help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    command.add_argument("--precision", choices=PRECISIONS, default="auto",
-                         help="auto (bfloat16 where the device has it natively: CUDA, CPUs "
-                              "with AMX or AVX512-BF16), fp32 or bf16")
     command.add_argument("--renderer", choices=RENDERERS, default="torch",
                          help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
-    command.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                         help="open_clip model name, or tiny-test (tiny random model for tests)")
-    command.add_argument("--weights", default="openai",
-                         help="openai (downloaded once), random, or a path to a weights file")
+    add_model_arguments(command)
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     command.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
 

@@ -276,6 +276,17 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def add_model_arguments(parser) -> None:
+    """--clip-model, --weights and --precision on an argparse parser (both command lines)."""
+    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
+                        help="open_clip model name, or tiny-test (tiny random model for tests)")
+    parser.add_argument("--weights", default="openai",
+                        help="openai (downloaded once), random, or a path to a weights file")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="CLIP's precision: auto (bfloat16 where the device has it natively: "
+                             "CUDA, CPUs with AMX or AVX512-BF16), fp32 or bf16")
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a usable torch.device, or a clear error."""
     if requested == "auto":
