@@ -104,6 +104,33 @@ class Backend:
         """The object mask the job used (white = foreground), in the image's pixel frame."""
         return self._request("GET", f"/v1/jobs/{_id(job_id)}/mask.png")
 
+    def events(self, job_id: str, timeout: float = 60.0):
+        """The job's server-sent events as (kind, data) pairs ("progress", "cell", then "done",
+        "failed" or "cancelled"), until the stream ends. Raises BackendError when it cannot
+        be opened; a stream silent for `timeout` s (keep-alives count) raises OSError."""
+        request = urllib.request.Request(self.server + f"/v1/jobs/{_id(job_id)}/events",
+                                         headers={"Accept": "text/event-stream"})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except (urllib.error.URLError, OSError) as error:
+            raise BackendError(f"no event stream from {self.server} "
+                               f"({getattr(error, 'reason', error)}).") from None
+        with response:
+            kind, data = "message", []
+            for raw in response:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith(":"):  # a keep-alive comment
+                    continue
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield kind, json.loads("\n".join(data))
+                    kind, data = "message", []
+
     def cancel(self, job_id: str) -> dict:
         return self._json("DELETE", f"/v1/jobs/{_id(job_id)}")
 

@@ -39,6 +39,9 @@ FINAL = ("done", "failed", "cancelled")
 THUMBNAIL_SIZE = 160  # px, the longer side of a cell's thumbnail
 PREVIEW_SIZE = 320  # px, the longer side of the styled preview and the mask view
 POLL_INTERVAL_S = 1.0
+#: While the job's event stream is open the picker asks for the job when an event says
+#: something changed, and polls only this seldom, in case an event was missed.
+STREAM_POLL_INTERVAL_S = 15.0
 CPU_ADVICE = ("Fewer fidelity columns or simplicity rows, the quick draft, or a backend on a "
               "computer with a GPU make it faster.")
 MASK_TINT = (230, 40, 90)  # the colour the foreground object is tinted with in the mask view
@@ -165,9 +168,13 @@ class PickerWindow(Window):
 
         # One worker thread does all network I/O: status polls and thumbnail downloads.
         self._requests: queue.Queue = queue.Queue()
+        self._streaming = False
         self._worker = threading.Thread(target=self._work, args=(options.get("poll", True),),
                                         name="clipascene-picker", daemon=True)
         self._worker.start()
+        # The job's event stream says when to look again (/events); polling is the fallback.
+        if options.get("poll", True) and hasattr(self.backend, "events"):
+            threading.Thread(target=self._listen, name="clipascene-events", daemon=True).start()
 
     def pre_exit(self):
         self._requests.put(None)  # the worker's stop signal
@@ -475,6 +482,20 @@ class PickerWindow(Window):
 
         GLib.idle_add(run_on_main)
 
+    def _listen(self) -> None:
+        """Follow the job's event stream; each event wakes the worker to fetch the job. When
+        the stream ends or fails, the worker's polling carries on alone."""
+        try:
+            for _kind, _data in self.backend.events(self.job_id):
+                if self.dead:
+                    return
+                self._streaming = True
+                self._requests.put(("refresh",))
+        except Exception:  # no stream (an old backend, a proxy): polling does the work
+            logger.debug("event stream ended", exc_info=True)
+        finally:
+            self._streaming = False
+
     def _work(self, poll: bool) -> None:
         # Any exception must end in the notice label: a dead worker would freeze the picker.
         next_poll = time.monotonic()
@@ -497,7 +518,8 @@ class PickerWindow(Window):
                             logger.debug("manifest fetch failed", exc_info=True)
                     self._post(self.apply_status, job, matrix, manifest)
                     poll = job.get("status") not in FINAL  # a final job changes no more
-                next_poll = time.monotonic() + self.poll_interval
+                interval = STREAM_POLL_INTERVAL_S if self._streaming else self.poll_interval
+                next_poll = time.monotonic() + max(interval, self.poll_interval)
             try:
                 request = self._requests.get(timeout=max(next_poll - time.monotonic(), 0.0)
                                              if poll else None)
@@ -505,6 +527,9 @@ class PickerWindow(Window):
                 continue
             if request is None:
                 return
+            if request == ("refresh",):  # an event: fetch the job now
+                next_poll = time.monotonic()
+                continue
             try:
                 self._serve(request)
             except Exception as error:  # shown to the user; the next poll retries
