@@ -47,8 +47,10 @@ def _sync(device: torch.device) -> None:
 def time_fidelity_step(encoder, target, layers, pool: int, steps: int, strokes: int = 64) -> float:
     """Median seconds of one training step of len(layers) cells batched (after a warm-up)."""
     device = target.device
+    # Lock-step: every cell trains in every step, so a step is all of them (the CPU's
+    # column-first schedule would run one column per step).
     config = make_config("standard", layers=tuple(layers), strokes=strokes,
-                         iterations=steps + 1, augment_pool=pool)
+                         iterations=steps + 1, augment_pool=pool, schedule="lockstep")
     _, sampling = saliency_map(encoder, target)
     points = initialise_strokes(sampling, strokes, 0)
     cells = [FidelityCell("scene", layer, 0, points, steps + 1) for layer in layers]

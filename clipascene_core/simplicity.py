@@ -17,6 +17,7 @@ fresh Gumbel-softmax sample exceeds 0.7), the strokes are the most probable ones
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -150,7 +151,8 @@ class RowCandidate:
     probability_sum: float
     points: np.ndarray
     keep: np.ndarray
-    state: RowStart = field(repr=False)
+    #: None once the row is chosen (the next row has loaded it).
+    state: RowStart | None = field(repr=False)
 
     def summary(self) -> dict:
         return {"seed": self.seed, "step": self.step, "clip": self.clip, "sparsity": self.sparsity,
@@ -208,10 +210,12 @@ class SimplicityRowTask(Task):
             self.simplify.load_state_dict(start.simplify)
         self.location_optimizer = torch.optim.Adam(self.location.parameters(), lr=config.lr_location)
         self.simplify_optimizer = torch.optim.Adam(self.simplify.parameters(), lr=config.lr_simplify)
+        # Optimizer.load_state_dict keeps tensors already on the parameters' device and then
+        # updates them in place: each run (one per seed) gets its own copy of the start.
         if start.location_optimizer is not None:
-            self.location_optimizer.load_state_dict(start.location_optimizer)
+            self.location_optimizer.load_state_dict(copy.deepcopy(start.location_optimizer))
         if start.simplify_optimizer is not None:
-            self.simplify_optimizer.load_state_dict(start.simplify_optimizer)
+            self.simplify_optimizer.load_state_dict(copy.deepcopy(start.simplify_optimizer))
         self.generator = torch.Generator().manual_seed(
             _chain_seed(seed, column.region, column.layer, row))
         self.allowed = torch.from_numpy(start.allowed.copy()).to(device)
@@ -347,12 +351,16 @@ class SimplicityColumn:
         runs.append(run)
         if len(runs) < len(self.config.seeds):
             return None, []
-        level, chosen = self._choose(run.row, [c for one in runs for c in one.candidates])
+        candidates = [c for one in runs for c in one.candidates]
+        level, chosen = self._choose(run.row, candidates)
         del self.runs[run.row]
         logger.debug("%s L%d row %d: %d strokes", self.region, self.layer, level.row, level.strokes)
-        if run.row >= len(self.ratios):
-            return level, []
-        return level, self._row_tasks(run.row + 1, chosen.state)
+        tasks = [] if run.row >= len(self.ratios) else self._row_tasks(run.row + 1, chosen.state)
+        # The networks' snapshots are tens of MB each: once the next row has loaded the chosen
+        # one, none is needed (the finished runs stay referenced by the engine's results).
+        for candidate in candidates:
+            candidate.state = None
+        return level, tasks
 
     def _choose(self, row: int, candidates: list[RowCandidate]) -> tuple[SimplicityLevel, RowCandidate]:
         """The candidate with the lowest z-score sum over each layer's loss and L_sparse,

@@ -251,6 +251,8 @@ def test_row_one_gives_mlp_loc_a_fresh_adam_and_later_rows_inherit(sampling_only
     second = SimplicityRowTask(column, 2, 0, carried)
     state = second.location_optimizer.state_dict()["state"]
     assert state and torch.equal(state[0]["exp_avg"], fidelity.optimizer_state["state"][0]["exp_avg"])
+    # Each run (one per seed) updates its own copy: two seeds never share Adam's moments.
+    assert state[0]["exp_avg"] is not fidelity.optimizer_state["state"][0]["exp_avg"]
 
 
 @pytest.fixture(scope="module")
