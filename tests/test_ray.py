@@ -121,7 +121,8 @@ def test_two_jobs_through_the_daemon_on_ray_give_the_local_executors_cells(
 def test_cancel_stops_the_ray_task(on_ray):
     job_id = submit(on_ray, dict(ROWS_JOB, row_steps=5000, seed=3)).json()["id"]
     wait_for_status(on_ray, job_id, wanted=("running",), timeout=60,
-                    check=lambda job: job["progress"]["stage"] == "training")
+                    check=lambda job: job["progress"]["stage"] in ("training", "fidelity",
+                                                                    "simplicity"))
     assert matrix_processes(job_id), "the job's Ray task is not running"
     assert on_ray.delete(f"/v1/jobs/{job_id}").status_code == 200
     assert wait_for_status(on_ray, job_id, timeout=60)["status"] == "cancelled"
