@@ -74,15 +74,17 @@ def parse_layers(text: str) -> tuple[int, ...]:
         raise ValueError(f"layers must be comma-separated numbers like 2,8,11, not {text!r}") from None
 
 
+def _check(option: Option, value) -> None:
+    if option.kind == "int" and value is not None and not option.minimum <= value <= option.maximum:
+        raise ConfigError(f"{option.flag} must be between {option.minimum} and "
+                          f"{option.maximum}, not {value}.")
+
+
 def check_limits(config: SketchConfig) -> None:
     """The table's limits on a configuration; raises ConfigError with the option's name."""
     for option in OPTIONS:
-        if option.field is None or option.kind != "int":
-            continue
-        value = getattr(config, option.field)
-        if value is not None and not option.minimum <= value <= option.maximum:
-            raise ConfigError(f"{option.flag} must be between {option.minimum} and "
-                              f"{option.maximum}, not {value}.")
+        if option.field is not None:
+            _check(option, getattr(config, option.field))
     low, high = LAYER_RANGE
     for layer in config.layers:
         if not low <= layer <= high:
@@ -114,11 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_options(values: dict, device_type: str = "cpu", **settings) -> SketchConfig:
     """A configuration from the table's options ({name: value}, None = the preset's) for a
     device of `device_type`; `settings` are other SketchConfig fields (e.g. renderer)."""
-    for option in OPTIONS:
-        value = values.get(option.name)
-        if option.kind == "int" and value is not None and not option.minimum <= value <= option.maximum:
-            raise ConfigError(f"{option.flag} must be between {option.minimum} and "
-                              f"{option.maximum}, not {value}.")
+    for option in OPTIONS:  # the seed too, which no config field holds as given
+        _check(option, values.get(option.name))
     overrides = {option.field: values.get(option.name) for option in OPTIONS if option.field}
     layers = values.get("layers")
     return make_config(values.get("preset") or BY_NAME["preset"].default, device_type=device_type,
