@@ -164,7 +164,7 @@ def _job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
     device = job.device or settings.devices[0]
     rows, layers, _ = _layout(job.params)
     config = JobParams(**job.params).to_config(torch_device_type(device))
-    steps = step_counts(config, _region_labels(config))
+    steps = step_counts(config)
     progress = ProgressInfo(**{key: value for key, value in job.progress.items()
                                if key in ProgressInfo.model_fields})
     progress.cells_done = len(store.cells(job.id))
@@ -180,10 +180,6 @@ def _job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
         device=device if job.status == "queued" else job.device,
         preset={"requested": config.preset_requested, "ran": config.preset, "steps": steps},
     )
-
-
-def _region_labels(config) -> dict[str, str]:
-    return {"background": "background", "object": "foreground"} if config.split else {"scene": "scene"}
 
 
 def torch_device_type(device: str) -> str:

@@ -7,6 +7,7 @@ overridden. Errors are `ConfigError` with a sentence a user can act on.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -199,12 +200,20 @@ def make_config(preset: str = "standard", *, device_type: str = "cpu", seed: int
     return SketchConfig(preset=ran, preset_requested=preset, **values).validate()
 
 
-def step_counts(config: SketchConfig, regions: dict[str, str]) -> dict:
-    """The training steps a run makes, for the user: per region ({name: label}) and layer the
-    fidelity steps, the steps per simplicity row, and the seeds each sketch is tried with."""
+def region_label(name: str) -> str:
+    """The user's word for a region: the object is the "foreground"."""
+    return "foreground" if name == "object" else name
+
+
+def step_counts(config: SketchConfig, regions: Iterable[str] | None = None) -> dict:
+    """The training steps a run makes, for the user: per region (by its label) and layer the
+    fidelity steps, the steps per simplicity row, and the seeds each sketch is tried with.
+    regions: those the run sketches; by default those the configuration plans."""
+    if regions is None:
+        regions = ("background", "object") if config.split else ("scene",)
     return {
-        "fidelity": {label: {str(layer): config.fidelity_iterations(region, layer)
-                             for layer in config.layers} for region, label in regions.items()},
+        "fidelity": {region_label(region): {str(layer): config.fidelity_iterations(region, layer)
+                                            for layer in config.layers} for region in regions},
         "row_steps": config.simplicity_steps,
         "rows": config.simplicity_rows,
         "seeds": list(config.seeds),

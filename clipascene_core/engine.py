@@ -195,6 +195,12 @@ class Engine:
         self.schedule = schedule
         self.columns = list(columns)
 
+    @classmethod
+    def for_config(cls, encoder: ClipEncoder, bank: TargetBank, config) -> Engine:
+        """An engine set up as a SketchConfig says (batching, renderer, schedule, columns)."""
+        return cls(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer,
+                   config.schedule, config.layers)
+
     def _active(self, tasks: Sequence[Task]) -> list[Task]:
         waiting = [task for task in tasks if not task.done]
         if self.schedule == "lockstep" or not waiting:

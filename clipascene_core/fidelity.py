@@ -184,8 +184,7 @@ def train_fidelity(
 ) -> list[FidelityResult]:
     """Train fidelity cells together; results in the order of `cells`."""
     tasks = [FidelityTask(cell, config, bank.device) for cell in cells]
-    results = Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer,
-                     config.schedule, config.layers).run(
+    results = Engine.for_config(encoder, bank, config).run(
         tasks, on_progress=on_progress, should_stop=should_stop)
     by_cell = {id(result.cell): result for result in results}
     return [by_cell[id(cell)] for cell in cells]

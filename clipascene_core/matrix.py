@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import __version__
-from .config import SketchConfig, config_dict, step_counts
+from .config import SketchConfig, config_dict, region_label, step_counts
 from .engine import Engine, Progress
 from .fidelity import FidelityCell, FidelityResult, FidelityTask, loss_terms
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_png
@@ -136,7 +136,7 @@ class MatrixWriter:
         self.state.sketches[(region, row, layer)] = {"strokes": strokes, "details": details}
         stem = f"r{row}_L{layer}"
         if region != "scene":
-            label = _region_label(region)
+            label = region_label(region)
             strokes.write_svg(self.out_dir / "cells" / f"{stem}.{label}.svg", group_id=label)
         if all((name, row, layer) in self.state.sketches for name in self.regions):
             self._write_cell(row, layer)
@@ -174,7 +174,7 @@ class MatrixWriter:
             "strokes": {name: strokes.stroke_count for name, strokes in groups},
             "pieces": {name: len(strokes) for name, strokes in groups},
             "regions": {
-                _region_label(name): entry["details"] for name, entry in per_region.items()
+                region_label(name): entry["details"] for name, entry in per_region.items()
             },
         }
         self.state.cells[(row, layer)] = cell
@@ -218,10 +218,6 @@ class MatrixWriter:
 
 def _by_layer(losses: dict[int, float]) -> dict[str, float]:
     return {str(layer): value for layer, value in losses.items()}
-
-
-def _region_label(name: str) -> str:
-    return "foreground" if name == "object" else name
 
 
 def plan_regions(source: InputImage, config: SketchConfig, device: torch.device, *,
@@ -324,10 +320,10 @@ def sketch_matrix(
                   "meaningful": encoder.info.meaningful, "device": str(device),
                   "precision": encoder.precision},
         "preset": {"requested": config.preset_requested, "ran": config.preset,
-                   "steps": step_counts(config, {name: _region_label(name) for name in regions})},
+                   "steps": step_counts(config, regions)},
         "layers": list(config.layers),
         "rows": config.simplicity_rows + 1,
-        "regions": [_region_label(name) for name in regions],
+        "regions": [region_label(name) for name in regions],
         "preprocessing": split_info,
         "notices": notices,
         "cells_total": (config.simplicity_rows + 1) * len(config.layers),
@@ -374,8 +370,7 @@ def sketch_matrix(
     prepared = time.perf_counter()
     chain_steps = (len(regions) * len(config.layers) * len(config.seeds) * config.simplicity_rows
                    * config.simplicity_steps)
-    Engine(encoder, bank, config.canvas_size, config.cells_per_batch, config.renderer,
-           config.schedule, config.layers).run(
+    Engine.for_config(encoder, bank, config).run(
         [FidelityTask(cell, config, device) for cell in cells], on_finished=on_finished,
         on_progress=lambda progress: emit("progress", progress=progress), should_stop=should_stop,
         extra_steps=chain_steps)
