@@ -8,7 +8,7 @@ Two frames matter everywhere in this project:
   optimised. The input is padded to a square with white (never cropped) and scaled, so the
   whole picture is on the canvas.
 
-`CanvasFrame` converts between them exactly (an affine map: one scale, one offset).
+`frames.CanvasFrame` converts between them exactly (an affine map: one scale, one offset).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .frames import CanvasFrame
 
 logger = logging.getLogger(__name__)
 
@@ -51,65 +52,6 @@ class UnsupportedImageError(ImageInputError):
     """The input is not an image at all, or a format we do not read."""
 
     http_status = 415
-
-
-@dataclass(frozen=True)
-class CanvasFrame:
-    """The affine map between the input image's pixel frame and the square model canvas.
-
-    The image (``image_width`` x ``image_height`` input pixels) is centred on a white square of
-    side ``max(image_width, image_height)`` input pixels, which is scaled to ``canvas_size``.
-    """
-
-    image_width: int
-    image_height: int
-    canvas_size: int = 224
-
-    @property
-    def side(self) -> int:
-        """Side of the padded square, in input pixels."""
-        return max(self.image_width, self.image_height)
-
-    @property
-    def scale(self) -> float:
-        """Input pixels per canvas pixel."""
-        return self.side / self.canvas_size
-
-    @property
-    def offset(self) -> tuple[float, float]:
-        """Position of the padded square's top-left corner in the image frame (<= 0)."""
-        return (
-            -(self.side - self.image_width) / 2.0,
-            -(self.side - self.image_height) / 2.0,
-        )
-
-    def to_image(self, points):
-        """Canvas-frame points (..., 2) -> image-frame points; works on tensors and arrays."""
-        ox, oy = self.offset
-        out = points * self.scale
-        return _add_offset(out, ox, oy)
-
-    def to_canvas(self, points):
-        """Image-frame points (..., 2) -> canvas-frame points; the exact inverse of to_image."""
-        ox, oy = self.offset
-        return _add_offset(points, -ox, -oy) / self.scale
-
-    def width_to_image(self, width_canvas: float) -> float:
-        """A stroke width in canvas pixels -> input pixels."""
-        return width_canvas * self.scale
-
-    def canvas_bounds_in_image(self) -> tuple[float, float, float, float]:
-        """(x0, y0, x1, y1) of the whole canvas in the image frame."""
-        ox, oy = self.offset
-        return (ox, oy, ox + self.side, oy + self.side)
-
-
-def _add_offset(points, ox: float, oy: float):
-    if isinstance(points, torch.Tensor):
-        shift = torch.tensor([ox, oy], dtype=points.dtype, device=points.device)
-    else:
-        shift = np.array([ox, oy], dtype=np.float64)
-    return points + shift
 
 
 @dataclass(frozen=True)

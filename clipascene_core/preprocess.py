@@ -6,9 +6,10 @@ Four pixel frames meet here; every docstring says which one it speaks of:
 * **working-image px**: ``InputImage.pixels``, the same picture downscaled to at most
   ``WORKING_MAX_SIDE``; masks and the split images live in this frame;
 * **scene canvas px**: the square model canvas showing the whole image padded to a white square
-  (`CanvasFrame` maps it to input-image px);
+  (``CanvasFrame.canvas_to_image`` maps it to input-image px);
 * **object canvas px**: the canvas on which a small object is re-framed (the 0.7 rule);
-  ``SceneSplit.object_frame`` maps it to scene canvas px.
+  ``SceneSplit.object_frame`` maps it to scene canvas px, so
+  ``object_frame.then(frame.canvas_to_image)`` maps it to input-image px (see `frames`).
 
 The real models (U²-Net for the mask, LaMa for the background) run when their weights are present;
 otherwise classical OpenCV fallbacks run and the split says so in ``SceneSplit.notices``.
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -31,7 +32,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .fallbacks import check_mask, fallback_inpaint, fallback_mask
-from .imageio import CanvasFrame, InputImage, square_crop_tensor, to_canvas_tensor
+from .frames import Affine2D, CanvasFrame
+from .imageio import InputImage, square_crop_tensor, to_canvas_tensor
 from .registry import LAMA, U2NET, WeightsFile
 
 logger = logging.getLogger(__name__)
@@ -52,48 +54,6 @@ NO_OBJECT_NOTICE = (
     "No salient object was found in the image: the foreground target is blank and the background "
     "target is the whole image."
 )
-
-
-@dataclass(frozen=True)
-class Affine2D:
-    """The map p' = scale * p + (tx, ty) on points of shape (..., 2), x first (numpy or torch).
-
-    Used for maps between canvases, e.g. object canvas px -> scene canvas px; a stroke width maps
-    by ``scale`` alone.
-    """
-
-    scale: float
-    tx: float
-    ty: float
-    IDENTITY: ClassVar[Affine2D]
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"an Affine2D scale must be positive and finite, not {self.scale}.")
-
-    def apply(self, points):
-        """Map points (..., 2); a tensor stays a tensor (its dtype and device), anything else
-        becomes a float64 numpy array."""
-        if isinstance(points, torch.Tensor):
-            if not points.is_floating_point():
-                points = points.to(torch.get_default_dtype())
-            shift = torch.tensor([self.tx, self.ty], dtype=points.dtype, device=points.device)
-            return points * self.scale + shift
-        return np.asarray(points, dtype=np.float64) * self.scale + np.array([self.tx, self.ty])
-
-    def inverse(self) -> Affine2D:
-        return Affine2D(1.0 / self.scale, -self.tx / self.scale, -self.ty / self.scale)
-
-    def then(self, other: Affine2D) -> Affine2D:
-        """The map that applies ``self`` first, then ``other``."""
-        return Affine2D(
-            other.scale * self.scale,
-            other.scale * self.tx + other.tx,
-            other.scale * self.ty + other.ty,
-        )
-
-
-Affine2D.IDENTITY = Affine2D(1.0, 0.0, 0.0)
 
 
 class SaliencyModel:
@@ -270,12 +230,11 @@ def foreground_target(split: SceneSplit, frame: CanvasFrame) -> torch.Tensor:
     """The foreground seen through the object canvas: (3, S, S) float32 in [0, 1], S =
     frame.canvas_size, white outside the picture."""
     size = frame.canvas_size
-    corner_scene = split.object_frame.apply(np.zeros(2))
-    corner_image = frame.to_image(corner_scene)
-    side_image = size * split.object_frame.scale * frame.scale
+    object_to_image = split.object_frame.then(frame.canvas_to_image)
+    side_image = size * object_to_image.scale
     scale = _working_scale(split.foreground.size, frame)
-    return square_crop_tensor(split.foreground, corner_image[0] * scale, corner_image[1] * scale,
-                              side_image * scale, size)
+    return square_crop_tensor(split.foreground, object_to_image.tx * scale,
+                              object_to_image.ty * scale, side_image * scale, size)
 
 
 def background_target(split: SceneSplit, canvas_size: int = 224) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The stroke set: open cubic Béziers with widths, and their SVG form.
 
 A `StrokeSet` always states its frame by its `width` x `height`: the viewBox its points live in.
-Sketches leave the engine in the **input image's pixel frame** (see `imageio.CanvasFrame`).
+Sketches leave the engine in the **input image's pixel frame** (see `frames.CanvasFrame`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from clipascene_core.cli import EXIT_INPUT, EXIT_WEIGHTS, main
-from clipascene_core.imageio import CanvasFrame
+from clipascene_core.frames import CanvasFrame
 from clipascene_core.strokes import read_svg
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]

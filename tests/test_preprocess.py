@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipascene_core.imageio import CanvasFrame, InputImage
+from clipascene_core.frames import Affine2D, CanvasFrame
+from clipascene_core.imageio import InputImage
 from clipascene_core.preprocess import (
     NO_OBJECT_NOTICE,
-    Affine2D,
     InpaintingModel,
     MaskInputError,
     SaliencyModel,
@@ -60,27 +60,6 @@ def weights_dir(tmp_path_factory) -> Path:
     save_tiny_u2net(directory / "u2net.onnx")
     save_tiny_lama(directory / "big-lama.pt")
     return directory
-
-
-# --- Affine2D -------------------------------------------------------------------------------------
-
-
-def test_affine_apply_inverse_then_are_exact_on_numpy_and_torch():
-    forward = Affine2D(0.37, -12.5, 80.25)
-    other = Affine2D(2.5, 3.0, -1.0)
-    points = np.random.default_rng(0).uniform(-500, 500, (5, 7, 2))
-    np.testing.assert_allclose(forward.inverse().apply(forward.apply(points)), points, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(forward.then(other).apply(points), other.apply(forward.apply(points)),
-                               rtol=0, atol=1e-9)
-    np.testing.assert_allclose(forward.then(forward.inverse()).apply(points), points, rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(Affine2D.IDENTITY.apply(points), points)
-    tensor = torch.from_numpy(points)
-    mapped = forward.apply(tensor)
-    assert isinstance(mapped, torch.Tensor) and mapped.dtype == torch.float64
-    torch.testing.assert_close(forward.inverse().apply(mapped), tensor, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(mapped.numpy(), forward.apply(points), rtol=0, atol=1e-12)
-    with pytest.raises(ValueError):
-        Affine2D(0.0, 1.0, 1.0)
 
 
 # --- masks ----------------------------------------------------------------------------------------
@@ -338,12 +317,13 @@ def test_object_canvas_to_image_and_back_is_exact():
     mask = rectangle_mask(320, 500, 100, 200, 30, 70)    # working image at half the input size
     object_frame = object_reframing(mask, frame, 1)
     assert object_frame != Affine2D.IDENTITY
+    object_to_image = object_frame.then(frame.canvas_to_image)
     points = torch.rand(50, 4, 2, dtype=torch.float64) * 224
-    in_image = frame.to_image(object_frame.apply(points))
-    back = object_frame.inverse().apply(frame.to_canvas(in_image))
+    in_image = object_to_image.apply(points)
+    back = object_to_image.inverse().apply(in_image)
     assert (back - points).abs().max() < 1e-4
-    in_image32 = frame.to_image(object_frame.apply(points.float()))
-    back32 = object_frame.inverse().apply(frame.to_canvas(in_image32))
+    in_image32 = object_to_image.apply(points.float())
+    back32 = object_to_image.inverse().apply(in_image32)
     assert (back32 - points.float()).abs().max() < 1e-4
 
 
