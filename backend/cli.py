@@ -217,7 +217,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from clipascene_core.paths import data_dir as default_data_dir
 
-    from .app import Settings, create_app, is_loopback
+    from .app import create_app, is_loopback
+    from .settings import Settings
     from .store import StoreError, storage_problem
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None

@@ -25,8 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from backend.app import Settings, create_app  # noqa: E402
+from backend.app import create_app  # noqa: E402
 from backend.executors import ExecutorSettings  # noqa: E402
+from backend.settings import Settings  # noqa: E402
 from backend.worker import ModelSettings  # noqa: E402
 from bench import report  # noqa: E402
 from bench.fidelity_bench import machine  # noqa: E402

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from PIL import Image, ImageDraw
 
-from backend.app import Settings, create_app
+from backend.app import create_app
+from backend.settings import Settings
 from backend.store import valid_job_id
 from backend.worker import ModelSettings
 from clipascene_core.registry import WEIGHTS
@@ -526,9 +527,9 @@ def test_openapi_schema_lists_the_endpoints(idle):
 
 
 def test_event_stream_of_a_waiting_job_sends_keep_alive_comments(idle, monkeypatch):
-    from backend import app as app_module
+    from backend.routers import jobs as jobs_routes
 
-    monkeypatch.setattr(app_module, "KEEP_ALIVE_S", 0.5)
+    monkeypatch.setattr(jobs_routes, "KEEP_ALIVE_S", 0.5)
     job_id = submit(idle).json()["id"]
     lines = []
     with idle.stream("GET", f"/v1/jobs/{job_id}/events") as response:

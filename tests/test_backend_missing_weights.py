@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app import Settings, create_app
+from backend.app import create_app
+from backend.settings import Settings
 from backend.worker import ModelSettings
 from clipascene_core.models import CLIP_CACHE_NAME
 from tests.backend_helpers import submit

@@ -1,0 +1,65 @@
+"""How a stored job is shown over HTTP: its matrix layout, its JobInfo, a cell's links.
+
+Shared by the jobs routes (status, events) and the cells routes (matrix, cell files).
+"""
+
+from __future__ import annotations
+
+from clipascene_core.config import step_counts
+
+from .estimate import estimate, speed_key
+from .params import JobParams
+from .schemas import ImageInfo, JobInfo, ProgressInfo
+from .settings import Settings
+from .store import Job, JobStore
+
+
+def layout(params: dict) -> tuple[int, list[int], bool]:
+    """A job's matrix from its params: (rows, layers (one column each), split)."""
+    config = JobParams(**params).to_config()
+    return config.simplicity_rows + 1, list(config.layers), config.split
+
+
+def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
+    """A job not yet claimed by a worker is shown for the first device ("auto" resolves by it)."""
+    device = job.device or settings.devices[0]
+    rows, layers, _ = layout(job.params)
+    config = JobParams(**job.params).to_config(torch_device_type(device))
+    steps = step_counts(config)
+    progress = ProgressInfo(**{key: value for key, value in job.progress.items()
+                               if key in ProgressInfo.model_fields})
+    progress.cells_done = len(store.cells(job.id))
+    progress.cells_total = rows * len(layers)
+    # A queued job may keep the progress of an interrupted run: its estimate replaces it.
+    if job.status == "queued" or (job.status == "running" and progress.eta_s is None):
+        measured = store.meta(speed_key(device, settings.models.identity))
+        progress.eta_s, progress.estimate = estimate(measured, device, steps)
+    return JobInfo(
+        id=job.id, status=job.status, created=job.created, started=job.started,
+        finished=job.finished, progress=progress, error=job.error, notices=job.notices,
+        params=job.params, image=ImageInfo(name=job.image_name, width=job.width, height=job.height),
+        device=device if job.status == "queued" else job.device,
+        preset={"requested": config.preset_requested, "ran": config.preset, "steps": steps},
+    )
+
+
+def cell_links(job: Job, cell: dict) -> dict:
+    """A finished cell's place in the matrix, stroke counts and URLs (an SSE `cell` event)."""
+    _, layers, _ = layout(job.params)
+    column = layers.index(cell["layer"])
+    base = f"/v1/jobs/{job.id}/cells/{cell['row']}/{column}"
+    urls = {"combined": f"{base}.svg", "png": f"{base}.png"}
+    for part in ("foreground", "background"):
+        if part in cell["files"]:
+            urls[part] = f"{base}.svg?part={part}"
+    return {"id": job.id, "row": cell["row"], "column": column, "layer": cell["layer"],
+            "strokes": cell["strokes"], "urls": urls}
+
+
+def torch_device_type(device: str) -> str:
+    """"cuda:1" -> "cuda"; "auto" -> what PyTorch finds here."""
+    if device == "auto":
+        from clipascene_core.models import resolve_device
+
+        return resolve_device("auto").type
+    return device.split(":")[0]

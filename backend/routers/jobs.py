@@ -1,0 +1,176 @@
+"""Jobs: submit (POST /v1/jobs), list, status, cancel or purge, and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from clipascene_core.config import ConfigError
+from clipascene_core.imageio import ImageInputError, load_image
+
+from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
+from ..health import missing_clip_weights
+from ..jobs_view import cell_links, job_info
+from ..params import JobParams, job_key
+from ..schemas import JobInfo, Submitted
+from ..store import FINAL
+
+EVENT_POLL_S = 0.4
+KEEP_ALIVE_S = 15.0
+
+router = APIRouter()
+
+
+@router.post("/v1/jobs", status_code=202, response_model=Submitted,
+             responses={200: {"model": Submitted, "description": "the same job already exists"},
+                        409: {"description": "the CLIP weights are missing: no job can run"}})
+async def submit(request: Request, store: StoreDep, settings: SettingsDep, workers: WorkersDep,
+                 wake: WakeDep, image: UploadFile = File(...), params: str = Form("{}"),
+                 mask: UploadFile | None = File(None, description=(
+                     "the object mask: a PNG, JPEG or WebP of the (upright) image's size, white "
+                     "or opaque where the object is; used instead of the computed one"))):
+    form = await request.form()  # already read by FastAPI: the parts as sent
+    for part in ("image", "params", "mask"):
+        if len(form.getlist(part)) > 1:
+            raise HTTPException(400, f"the form has {len(form.getlist(part))} '{part}' parts; "
+                                     "send one.")
+    dead = [worker.device for worker in workers if worker.state()["state"] == "dead"]
+    if dead:
+        raise HTTPException(503, f"the worker on {', '.join(dead)} has stopped, so no job "
+                                 "would run; restart the backend (its log says why).")
+    missing = missing_clip_weights(settings.models)
+    if missing:  # refused now rather than failed when a worker tries to load CLIP
+        raise HTTPException(409, missing)
+    data = await read_upload(image, "image", settings)
+    mask_data = await read_upload(mask, "mask", settings) if mask is not None else None
+    try:
+        decoded = json.loads(params or "{}")
+    except json.JSONDecodeError as error:
+        raise HTTPException(400, f"params is not valid JSON ({error.msg}).") from None
+    except RecursionError:  # json.loads of e.g. "[[[[…" nested thousands deep
+        raise HTTPException(400, "params is nested too deeply; send a flat JSON object.") from None
+    except ValueError as error:  # e.g. an integer of over 4300 digits
+        raise HTTPException(400, f"params has a value Python refuses to read ({error}).") from None
+    if not isinstance(decoded, dict):
+        raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
+    try:
+        job_params = JobParams(**decoded)
+        job_params.to_config()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
+                             for item in error.errors())
+        raise HTTPException(422, f"invalid params: {problems}") from None
+    except ConfigError as error:
+        raise HTTPException(422, f"invalid params: {error}") from None
+    checked = await asyncio.to_thread(_check_image, data)
+    if mask_data is not None:
+        drawn = await asyncio.to_thread(_check_image, mask_data, "mask")
+        if (drawn["width"], drawn["height"]) != (checked["width"], checked["height"]):
+            raise HTTPException(400, f"the mask is {drawn['width']}x{drawn['height']} pixels but "
+                                     f"the image is {checked['width']}x{checked['height']}; "
+                                     "draw the mask at the image's size.")
+    name = Path(image.filename or "image").name[:200]
+    key = job_key(data, job_params, settings.models.identity, mask_data)
+    job, cached = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
+                               checked["width"], checked["height"],
+                               mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
+    wake.set()
+    progress = job_info(store, job, settings).progress
+    return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached,
+                                  eta_s=progress.eta_s, estimate=progress.estimate).model_dump(),
+                        status_code=200 if cached else 202)
+
+
+@router.get("/v1/jobs", response_model=list[JobInfo])
+def list_jobs(store: StoreDep, settings: SettingsDep,
+              limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
+    return [job_info(store, job, settings) for job in store.list(limit)]
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobInfo)
+def job_status(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobInfo:
+    return job_info(store, job, settings)
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobInfo | dict)
+def cancel(job: JobDep, store: StoreDep, settings: SettingsDep, workers: WorkersDep,
+           purge: bool = False):
+    if purge:
+        # A job left 'running' by a worker that no longer runs it can go at once.
+        if job.status == "running" and any(worker.current == job.id for worker in workers):
+            store.request_cancel(job.id)
+            raise HTTPException(409, "the job is still stopping; purge it again in a moment.")
+        store.purge(job.id)
+        return {"id": job.id, "purged": True}
+    if job.status not in FINAL:
+        job = store.request_cancel(job.id)
+    return job_info(store, job, settings)
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def events(job: JobDep, request: Request, store: StoreDep, settings: SettingsDep):
+    job_id = job.id
+
+    async def stream():
+        sent_progress = None
+        sent_cells = 0
+        idle = 0.0
+        while True:
+            job = await asyncio.to_thread(store.get, job_id)
+            if job is None:
+                yield _sse("failed", {"id": job_id, "error": "the job was purged"})
+                return
+            cells = await asyncio.to_thread(store.cells, job_id)
+            for cell in cells[sent_cells:]:
+                idle = 0.0
+                yield _sse("cell", cell_links(job, cell))
+            sent_cells = len(cells)
+            info = job_info(store, job, settings)
+            progress = info.progress.model_dump()
+            if progress != sent_progress:
+                idle = 0.0
+                yield _sse("progress", {"id": job_id, "status": job.status, **progress})
+                sent_progress = progress
+            if job.status in FINAL:
+                kind = {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.status]
+                yield _sse(kind, {"id": job_id, "status": job.status, "error": job.error})
+                return
+            if await request.is_disconnected():
+                return
+            idle += EVENT_POLL_S
+            if idle >= KEEP_ALIVE_S:
+                # A comment line: keeps proxies and client read timeouts from closing a
+                # stream that has nothing to say while the job waits in the queue.
+                yield ": keep-alive\n\n"
+                idle = 0.0
+            await asyncio.sleep(EVENT_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+#: One upload is decoded at a time, so concurrent uploads cannot add up their decoding memory.
+_DECODING = threading.Lock()
+
+
+def _check_image(data: bytes, what: str = "image") -> dict:
+    """Validate an upload (the image, or the `what` part) by content (format, size,
+    integrity) -> its suffix and upright size."""
+    suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+    try:
+        with _DECODING:
+            image = load_image(data)
+    except ImageInputError as error:
+        message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
+        raise HTTPException(error.http_status, message) from None
+    return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}

@@ -1,0 +1,102 @@
+"""The API's response models: the OpenAPI schema at /docs is generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class ProgressInfo(BaseModel):
+    stage: str | None = None
+    fraction: float = 0.0
+    steps_done: int | None = None
+    steps_total: int | None = None
+    eta_s: float | None = None
+    #: For a job whose run has not reported its own ETA yet (queued, or preprocessing), eta_s
+    #: is an estimate of its run time (not counting jobs ahead of it in the queue): its
+    #: cell-steps times the seconds per cell-step "measured" by this daemon's jobs on the
+    #: device, or a "default" for the device type when none has run there yet.
+    estimate: Literal["measured", "default"] | None = None
+    cells_done: int = 0
+    cells_total: int = 0
+
+
+class ImageInfo(BaseModel):
+    name: str
+    width: int
+    height: int
+
+
+class JobInfo(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    created: float
+    started: float | None
+    finished: float | None
+    progress: ProgressInfo
+    error: str | None
+    notices: list[str]
+    params: dict
+    image: ImageInfo
+    #: Where the job runs (or ran); for a queued job, the device its preset and estimate are for.
+    device: str | None
+    #: The preset that runs (or ran) on this job's device: {"requested", "ran", "steps"}.
+    preset: dict
+
+
+class Submitted(BaseModel):
+    id: str
+    status: str
+    cached: bool
+    #: The job's progress.eta_s and progress.estimate at submission (see ProgressInfo).
+    eta_s: float | None = None
+    estimate: Literal["measured", "default"] | None = None
+
+
+class CellInfo(BaseModel):
+    row: int
+    column: int
+    layer: int
+    ready: bool
+    strokes: dict[str, int] | None = None
+    urls: dict[str, str] | None = None
+
+
+class MatrixInfo(BaseModel):
+    id: str
+    status: str
+    rows: int
+    layers: list[int]
+    regions: list[str]
+    split: bool
+    cells_done: int
+    cells_total: int
+    cells: list[CellInfo]
+    #: GET this for the object mask (white = foreground) once the job has one.
+    mask_url: str | None = None
+
+
+class WorkerState(BaseModel):
+    device: str
+    state: Literal["not started", "idle", "running", "retrying", "stuck", "stopped", "dead"]
+    job: str | None
+    problem: str | None
+    since: float | None
+
+
+class Health(BaseModel):
+    service: str
+    version: str
+    ok: bool
+    problems: list[str]
+    workers: list[WorkerState]
+    devices: list[str]
+    clip_model: str
+    weights: dict[str, str]
+    missing: list[str]
+    how_to_get_missing: str | None
+    queue_depth: int
+    #: {"kind": "local"} or {"kind": "ray", "address", "gpus_per_job", "jobs_at_once",
+    #: "cluster": {"nodes", "total", "available"}}.
+    executor: dict
