@@ -19,7 +19,7 @@ from clipascene_core.cluster import (
     connect,
     default_gpus,
 )
-from clipascene_core.matrix import MatrixEvent
+from clipascene_core.records import StageEvent
 
 from .params import JobParams
 from .store import Job, JobStore
@@ -63,7 +63,7 @@ class RayWorker(Worker):
         return {**super().state(), "device": f"{self.name} ({self.device})"}
 
     def run_matrix(self, job: Job, on_event, should_stop) -> dict:
-        on_event(MatrixEvent("stage", text="waiting for the cluster"))
+        on_event(StageEvent("waiting for the cluster"))
         config = JobParams(**job.params).to_config(self.device)
         image = (self.store.job_dir(job.id) / job.image_file).read_bytes()
         models = self.models

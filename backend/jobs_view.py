@@ -1,4 +1,4 @@
-"""How a stored job is shown over HTTP: its matrix layout, its JobInfo, a cell's links.
+"""How a stored job is shown over HTTP: its JobInfo, a cell's place and links.
 
 Shared by the jobs routes (status, events) and the cells routes (matrix, cell files).
 """
@@ -6,30 +6,22 @@ Shared by the jobs routes (status, events) and the cells routes (matrix, cell fi
 from __future__ import annotations
 
 from clipascene_core.config import step_counts
+from clipascene_core.records import CellRecord
 
 from .estimate import estimate, speed_key
 from .params import JobParams
-from .schemas import ImageInfo, JobInfo, ProgressInfo
+from .schemas import CellReady, ImageInfo, JobInfo, ProgressInfo
 from .settings import Settings
 from .store import Job, JobStore
-
-
-def layout(params: dict) -> tuple[int, list[int], bool]:
-    """A job's matrix from its params: (rows, layers (one column each), split)."""
-    config = JobParams(**params).to_config()
-    return config.simplicity_rows + 1, list(config.layers), config.split
 
 
 def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
     """A job not yet claimed by a worker is shown for the first device ("auto" resolves by it)."""
     device = job.device or settings.devices[0]
-    rows, layers, _ = layout(job.params)
     config = JobParams(**job.params).to_config(torch_device_type(device))
     steps = step_counts(config)
-    progress = ProgressInfo(**{key: value for key, value in job.progress.items()
-                               if key in ProgressInfo.model_fields})
-    progress.cells_done = len(store.cells(job.id))
-    progress.cells_total = rows * len(layers)
+    progress = ProgressInfo(**job.progress.to_dict(), cells_done=len(store.cells(job.id)),
+                            cells_total=job.layout.cells_total)
     # A queued job may keep the progress of an interrupted run: its estimate replaces it.
     if job.status == "queued" or (job.status == "running" and progress.eta_s is None):
         measured = store.meta(speed_key(device, settings.models.identity))
@@ -43,17 +35,16 @@ def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
     )
 
 
-def cell_links(job: Job, cell: dict) -> dict:
+def cell_ready(job: Job, cell: CellRecord) -> CellReady:
     """A finished cell's place in the matrix, stroke counts and URLs (an SSE `cell` event)."""
-    _, layers, _ = layout(job.params)
-    column = layers.index(cell["layer"])
-    base = f"/v1/jobs/{job.id}/cells/{cell['row']}/{column}"
+    column = job.layout.layers.index(cell.layer)
+    base = f"/v1/jobs/{job.id}/cells/{cell.row}/{column}"
     urls = {"combined": f"{base}.svg", "png": f"{base}.png"}
     for part in ("foreground", "background"):
-        if part in cell["files"]:
+        if part in cell.files:
             urls[part] = f"{base}.svg?part={part}"
-    return {"id": job.id, "row": cell["row"], "column": column, "layer": cell["layer"],
-            "strokes": cell["strokes"], "urls": urls}
+    return CellReady(id=job.id, row=cell.row, column=column, layer=cell.layer,
+                     strokes=cell.strokes, urls=urls)
 
 
 def torch_device_type(device: str) -> str:

@@ -22,6 +22,37 @@ class ProgressInfo(BaseModel):
     cells_total: int = 0
 
 
+class ProgressUpdate(ProgressInfo):
+    """The server-sent event `progress`: the job's progress whenever it changes."""
+
+    id: str
+    status: str
+
+
+class CellReady(BaseModel):
+    """The server-sent event `cell`: a cell is finished, with its place and its URLs."""
+
+    id: str
+    row: int
+    column: int
+    layer: int
+    strokes: dict[str, int]
+    urls: dict[str, str]
+
+
+class JobEnded(BaseModel):
+    """The server-sent events `done`, `failed` and `cancelled`: the last of a stream."""
+
+    id: str
+    status: str
+    error: str | None = None
+
+
+#: The kinds of server-sent event /v1/jobs/{id}/events sends, each with its data.
+EVENTS: dict[str, type[BaseModel]] = {"progress": ProgressUpdate, "cell": CellReady,
+                                      "done": JobEnded, "failed": JobEnded, "cancelled": JobEnded}
+
+
 class ImageInfo(BaseModel):
     name: str
     width: int

@@ -4,7 +4,7 @@ Layout of the data folder:
     jobs.sqlite3                 job and cell records, facts such as each device's measured speed
     jobs/{id}/input.{ext}        the uploaded image, as sent
     jobs/{id}/user-mask.{ext}    the object mask drawn by the user, as sent (when there is one)
-    jobs/{id}/out/               the matrix files (see clipascene_core.matrix)
+    jobs/{id}/out/               the matrix files (clipascene_core.records.OutputFolder)
 
 Every method opens its own short connection, so worker threads and request handlers never
 share one; WAL lets readers proceed while a worker writes.
@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from clipascene_core.records import CellRecord, Layout, OutputFolder, Progress
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     progress TEXT NOT NULL DEFAULT '{}',
     notices TEXT NOT NULL DEFAULT '[]',
-    device TEXT
+    device TEXT,
+    layout TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key);
@@ -123,6 +126,9 @@ def valid_job_id(job_id: str) -> bool:
 
 @dataclass
 class Job:
+    """A job's record. layout: the shape of its matrix, fixed when it was submitted (a later
+    change of the presets does not reshape an old job); progress: as its run last reported."""
+
     id: str
     key: str
     status: str
@@ -137,17 +143,19 @@ class Job:
     attempts: int
     cancel_requested: bool
     error: str | None
-    progress: dict
+    progress: Progress
     notices: list
     device: str | None
+    layout: Layout
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         values = dict(row)
         values["params"] = json.loads(values["params"])
-        values["progress"] = json.loads(values["progress"])
+        values["progress"] = Progress.from_dict(json.loads(values["progress"]))
         values["notices"] = json.loads(values["notices"])
         values["cancel_requested"] = bool(values["cancel_requested"])
+        values["layout"] = Layout.from_dict(json.loads(values["layout"]))
         return cls(**values)
 
 
@@ -165,6 +173,7 @@ class JobStore:
             with self._connect() as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.executescript(_SCHEMA)
+                _add_layouts(connection)
                 check = connection.execute("PRAGMA quick_check").fetchone()[0]
                 columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
                 cell_columns = {row["name"] for row in connection.execute("PRAGMA table_info(cells)")}
@@ -198,16 +207,22 @@ class JobStore:
     def out_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "out"
 
+    def results(self, job_id: str) -> OutputFolder:
+        """The job's matrix files, by name."""
+        return OutputFolder(self.out_dir(job_id))
+
     def user_mask(self, job_id: str) -> Path | None:
         """The object mask the user drew for the job, if one was sent."""
         return next(self.job_dir(job_id).glob(f"{USER_MASK}.*"), None)
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def submit(self, key: str, params: dict, image_name: str, image_bytes: bytes, suffix: str,
-               width: int, height: int, mask: tuple[bytes, str] | None = None) -> tuple[Job, bool]:
+    def submit(self, key: str, params: dict, layout: Layout, image_name: str, image_bytes: bytes,
+               suffix: str, width: int, height: int,
+               mask: tuple[bytes, str] | None = None) -> tuple[Job, bool]:
         """Create a queued job, or return the existing job with the same key.
 
+        layout: the shape of the job's matrix, as its parameters give it now.
         mask: the user's drawn object mask and its suffix, kept beside the image.
 
         Returns (job, cached): cached when the existing job is used as it is. A failed or
@@ -240,9 +255,9 @@ class JobStore:
                     (folder / f"{USER_MASK}{mask[1]}").write_bytes(mask[0])
                 connection.execute(
                     "INSERT INTO jobs (id, key, status, params, image_name, image_file, width, height,"
-                    " created) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    " created, layout) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, key, json.dumps(params), image_name, image_file, width, height,
-                     time.time()))
+                     time.time(), json.dumps(layout.to_dict())))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -290,6 +305,9 @@ class JobStore:
         return job
 
     def update(self, job_id: str, **fields: Any) -> None:
+        """Set fields of a job's record (progress: a Progress)."""
+        if "progress" in fields:
+            fields["progress"] = fields["progress"].to_dict()
         encoded = {key: json.dumps(value) if key in ("progress", "notices", "params") else value
                    for key, value in fields.items()}
         assignments = ", ".join(f"{key}=?" for key in encoded)
@@ -376,11 +394,11 @@ class JobStore:
 
     # --- cells ---------------------------------------------------------------------------
 
-    def add_cell(self, job_id: str, cell: dict) -> None:
+    def add_cell(self, job_id: str, cell: CellRecord) -> None:
         with self._connect() as connection:
             connection.execute(
                 "INSERT OR REPLACE INTO cells (job_id, row, layer, data, finished) VALUES (?,?,?,?,?)",
-                (job_id, cell["row"], cell["layer"], json.dumps(cell), time.time()))
+                (job_id, cell.row, cell.layer, json.dumps(cell.to_dict()), time.time()))
 
     def clear_cells(self, job_id: str) -> None:
         """Forget a job's cells and delete its results, before a run makes them again."""
@@ -388,12 +406,31 @@ class JobStore:
             connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
         shutil.rmtree(self.out_dir(job_id), ignore_errors=True)
 
-    def cells(self, job_id: str) -> list[dict]:
+    def cells(self, job_id: str) -> list[CellRecord]:
+        """The job's finished cells, in the order they were finished."""
         with self._connect() as connection:
             rows = connection.execute(
                 "SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
                 (job_id,)).fetchall()
-        return [json.loads(row["data"]) for row in rows]
+        return [CellRecord.from_dict(json.loads(row["data"])) for row in rows]
+
+
+def _add_layouts(connection: sqlite3.Connection) -> None:
+    """Give a store made before layouts were recorded its `layout` column, each old job the
+    layout its parameters had (the layout rules have not changed since)."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+    if "layout" in columns or not columns:
+        return
+    from .params import JobParams
+
+    connection.execute("ALTER TABLE jobs ADD COLUMN layout TEXT")
+    for row in connection.execute("SELECT id, params FROM jobs").fetchall():
+        try:
+            layout = Layout.of(JobParams(**json.loads(row["params"])).to_config())
+        except (ValueError, TypeError):  # parameters no longer valid: the job cannot run
+            layout = Layout(1, (), False)
+        connection.execute("UPDATE jobs SET layout=? WHERE id=?",
+                           (json.dumps(layout.to_dict()), row["id"]))
 
 
 def _damage(error: sqlite3.OperationalError) -> bool:

@@ -13,8 +13,17 @@ from clipascene_core.cluster import ClusterError
 from clipascene_core.engine import Cancelled
 from clipascene_core.errors import UserError
 from clipascene_core.imageio import load_image
-from clipascene_core.matrix import MatrixEvent, sketch_matrix
+from clipascene_core.matrix import sketch_matrix
 from clipascene_core.models import ClipEncoder, load_clip
+from clipascene_core.records import (
+    CellEvent,
+    Manifest,
+    MatrixEvent,
+    NoticeEvent,
+    Progress,
+    ProgressEvent,
+    StageEvent,
+)
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
@@ -140,7 +149,7 @@ class Worker(threading.Thread):
                                       precision=self.models.precision)
         return self._encoder
 
-    def run_matrix(self, job: Job, on_event, should_stop) -> dict:
+    def run_matrix(self, job: Job, on_event, should_stop) -> Manifest:
         """Sketch the job's matrix into its output folder, here on this worker's device
         (executors.RayWorker runs it on a cluster); returns the manifest."""
         encoder = self.encoder()
@@ -171,25 +180,24 @@ class Worker(threading.Thread):
         def on_event(event: MatrixEvent) -> None:
             nonlocal last_write
             self.last_sign = time.monotonic()
-            if event.kind == "notice":
-                notices.append(event.text)
-                report(notices=notices)
-            elif event.kind == "cell":
-                self.store.add_cell(job.id, event.cell)
-            elif event.kind == "stage":
-                report(progress={"stage": event.text, "fraction": 0.0})
-            elif event.kind == "progress" and time.time() - last_write >= PROGRESS_INTERVAL_S:
-                last_write = time.time()
-                progress = event.progress
-                elapsed = time.time() - started
-                fraction = progress.fraction
-                eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-                report(progress={
-                    "stage": progress.stage, "fraction": round(fraction, 4),
-                    "steps_done": progress.steps_done, "steps_total": progress.steps_total,
-                    "eta_s": round(eta, 1) if eta is not None else None,
-                }, seconds_per_step=(elapsed / progress.steps_done
-                                     if fraction >= MEASURE_FROM_FRACTION else None))
+            match event:
+                case NoticeEvent(text=text):
+                    notices.append(text)
+                    report(notices=notices)
+                case CellEvent(cell=cell):
+                    self.store.add_cell(job.id, cell)
+                case StageEvent(stage=stage):
+                    report(progress=Progress(stage))
+                case ProgressEvent() if time.time() - last_write >= PROGRESS_INTERVAL_S:
+                    last_write = time.time()
+                    elapsed = time.time() - started
+                    fraction = event.fraction
+                    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+                    report(progress=Progress(
+                        event.stage, round(fraction, 4), event.steps_done, event.steps_total,
+                        round(eta, 1) if eta is not None else None,
+                    ), seconds_per_step=(elapsed / event.steps_done
+                                         if fraction >= MEASURE_FROM_FRACTION else None))
 
         def should_stop() -> bool:
             self.last_sign = time.monotonic()
@@ -227,8 +235,8 @@ class Worker(threading.Thread):
             end("failed", storage_problem(error, self.store.data_dir) if disk_trouble(error)
                 else f"internal error: {type(error).__name__}: {error}")
             return
-        steps = manifest["timings"]["steps"]
-        report(progress={"stage": "done", "fraction": 1.0, "eta_s": 0, "steps_done": steps,
-                         "steps_total": steps}, seconds_per_step=(time.time() - started) / max(steps, 1))
+        steps = manifest.timings["steps"]
+        report(progress=Progress("done", 1.0, steps, steps, 0),
+               seconds_per_step=(time.time() - started) / max(steps, 1))
         end("done")
         logger.info("job %s: done in %.1f s", job.id, time.time() - started)

@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,21 +23,13 @@ import torch
 
 from bench.render_bench import time_renderer
 from clipascene_core.config import make_config
-from clipascene_core.fidelity import FidelityCell, loss_terms, train_fidelity
-from clipascene_core.imageio import to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map
+from clipascene_core.matrix import plan_matrix, run_plan
 from clipascene_core.models import load_clip, native_bf16, resolve_device
-from clipascene_core.targets import TargetBank
+from clipascene_core.records import ProgressEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The sample photo shipped with the repository (examples/README.md).
 SAMPLE = ROOT / "examples" / "chelsea.jpg"
-
-
-def _target(device: torch.device) -> torch.Tensor:
-    from PIL import Image
-
-    return to_canvas_tensor(Image.open(SAMPLE).convert("RGB")).to(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -44,27 +37,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_fidelity_step(encoder, target, layers, pool: int, steps: int, strokes: int = 64) -> float:
-    """Median seconds of one training step of len(layers) cells batched (after a warm-up)."""
-    device = target.device
-    # Lock-step: every cell trains in every step, so a step is all of them (the CPU's
-    # column-first schedule would run one column per step).
-    config = make_config("standard", layers=tuple(layers), strokes=strokes,
-                         iterations=steps + 1, augment_pool=pool, schedule="lockstep")
-    _, sampling = saliency_map(encoder, target)
-    points = initialise_strokes(sampling, strokes, 0)
-    cells = [FidelityCell("scene", layer, 0, points, steps + 1) for layer in layers]
-    needed = {layer for cell in cells for layer, _ in loss_terms(config, "scene", cell.layer)}
-    bank = TargetBank(encoder, {"scene": target}, {"scene": needed}, config.augmentations,
-                      pool, torch.Generator().manual_seed(0))
+def time_plan_step(encoder, config) -> float:
+    """Median seconds of one engine step of the sample photo's matrix as `config` plans it
+    (the product's own planning and run, `matrix.plan_matrix` and `run_plan`), after the
+    first step (a warm-up)."""
+    device = next(encoder.buffers()).device
     stamps = []
 
-    def stamp(_progress) -> None:
-        _sync(device)
-        stamps.append(time.perf_counter())
+    def stamp(event) -> None:
+        if isinstance(event, ProgressEvent):
+            _sync(device)
+            stamps.append(time.perf_counter())
 
-    train_fidelity(encoder, bank, cells, config, on_progress=stamp)
+    with tempfile.TemporaryDirectory() as out:
+        run_plan(plan_matrix(SAMPLE, out, config, encoder), on_event=stamp)
     return statistics.median(later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
+
+
+def time_fidelity_step(encoder, layers, pool: int, steps: int, strokes: int = 64) -> float:
+    """Median seconds of one training step of len(layers) fidelity cells batched."""
+    # Lock-step: every cell trains in every step, so a step is all of them (the CPU's
+    # column-first schedule would run one column per step). One region, no rows.
+    return time_plan_step(encoder, make_config(
+        "standard", layers=tuple(layers), strokes=strokes, iterations=steps + 1,
+        augment_pool=pool, schedule="lockstep", split=False, simplicity_rows=0))
 
 
 def time_clip_floor(encoder, batch: int, deepest: int, repeats: int, device) -> float:
@@ -107,7 +103,6 @@ def run(steps: int, device_name: str) -> str:
     device = resolve_device(device_name)
     encoder = load_clip("ViT-B-32", "random", device)  # float32: the floor's precision
     auto = load_clip("ViT-B-32", "random", device, precision="auto")
-    target = _target(device)
     lines = [
         f"Machine: {machine()}; device {device}; native bfloat16: {native_bf16(device)} "
         f"(so --precision auto runs {auto.precision}).",
@@ -122,7 +117,7 @@ def run(steps: int, device_name: str) -> str:
                      f"{batch} | {floor * 1000:.0f} ms | 1.00 |")
         for pool, label in ((128, "preview: augmentation pool"),
                             (0, "standard/paper: fresh augmentations")):
-            step = time_fidelity_step(auto, target, layers, pool, steps)
+            step = time_fidelity_step(auto, layers, pool, steps)
             lines.append(f"| fidelity step, {len(layers)} cell(s), {label}, {auto.precision} | "
                          f"{batch} | {step * 1000:.0f} ms | {step / floor:.2f} |")
     lines += ["", "| renderer forward+backward, 64 strokes | batch | time |", "|---|---|---|"]

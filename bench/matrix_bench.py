@@ -26,6 +26,7 @@ from bench.fidelity_bench import SAMPLE, machine, peak_memory_mb
 from clipascene_core.config import make_config
 from clipascene_core.matrix import sketch_matrix
 from clipascene_core.models import load_clip, resolve_device
+from clipascene_core.records import CellEvent, ProgressEvent
 
 
 def run_matrix(encoder, config, out: Path) -> dict:
@@ -37,19 +38,19 @@ def run_matrix(encoder, config, out: Path) -> dict:
 
     def on_event(event) -> None:
         nonlocal steps_done
-        if event.kind == "progress":
-            steps_done = event.progress.steps_done
-        elif event.kind == "cell" and not first:
+        if isinstance(event, ProgressEvent):
+            steps_done = event.steps_done
+        elif isinstance(event, CellEvent) and not first:
             first.update(seconds=time.perf_counter() - begin, steps=steps_done)
 
     with tempfile.TemporaryDirectory() as models:  # no U2-Net/LaMa: the fallbacks, announced
         manifest = sketch_matrix(SAMPLE, out, config, encoder, models_dir=Path(models),
                                  on_event=on_event)
-    timings = manifest["timings"]
+    timings = manifest.timings
     return {"wall": time.perf_counter() - begin, "first": first["seconds"],
             "first_steps": first["steps"], "steps": timings["steps"],
             "preparation": timings["preparation_s"], "training": timings["training_s"],
-            "notices": manifest["notices"]}
+            "notices": manifest.notices}
 
 
 def run(fidelity_steps: int, row_steps: int, device: str) -> str:

@@ -26,9 +26,10 @@ from .config import ConfigError, SketchConfig, config_dict
 from .engine import Cancelled
 from .files import remove_previous_results
 from .imageio import ImageInputError, load_image
-from .matrix import MatrixEvent, sketch_matrix
+from .matrix import sketch_matrix
 from .models import WeightsError, default_threads, load_clip
 from .preprocess import MaskInputError
+from .records import MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Matrices in flight on a cluster at once (Ray queues what does not fit its resources).
@@ -63,14 +64,11 @@ def find_images(inputs: list[Path]) -> list[Path]:
 
 def already_done(folder: Path, config: SketchConfig, clip_model: str) -> bool:
     """Whether `folder` holds a finished matrix made with these parameters and this model."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(manifest, dict) and "grid" in manifest
-            and manifest.get("cells_done") == manifest.get("cells_total")
-            and manifest.get("model", {}).get("clip") == clip_model
-            and manifest.get("parameters") == json.loads(json.dumps(config_dict(config))))
+    manifest = OutputFolder(folder).read_manifest()
+    return (manifest is not None and manifest.grid is not None
+            and len(manifest.cells) == manifest.cells_total
+            and manifest.model.get("clip") == clip_model
+            and manifest.parameters == json.loads(json.dumps(config_dict(config))))
 
 
 class BatchProgress:
@@ -89,10 +87,10 @@ class BatchProgress:
     def events(self, name: str):
         """on_event for the matrix of image `name`."""
         def on_event(event: MatrixEvent) -> None:
-            if event.kind == "notice":
+            if isinstance(event, NoticeEvent):
                 self.bar.write(f"note ({name}): {event.text}", file=sys.stderr)
-            elif event.kind == "progress":
-                self.update(name, event.progress.fraction)
+            elif isinstance(event, ProgressEvent):
+                self.update(name, event.fraction)
         return on_event
 
     def update(self, name: str, fraction: float | None) -> None:

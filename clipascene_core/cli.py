@@ -89,6 +89,7 @@ def run_sketch(args: argparse.Namespace) -> int:
     from .engine import Cancelled
     from .files import remove_previous_results
     from .matrix import sketch_matrix
+    from .records import MatrixEvent, NoticeEvent, ProgressEvent
 
     device = device_from_args(args)
     config = config_from_args(args, device.type)
@@ -103,14 +104,14 @@ def run_sketch(args: argparse.Namespace) -> int:
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
                desc=f"sketching on {device}")
 
-    def show(event) -> None:
-        if event.kind == "notice":
+    def show(event: MatrixEvent) -> None:
+        if isinstance(event, NoticeEvent):
             # Fallbacks and random weights are always announced, even with --quiet.
             bar.write(f"note: {event.text}", file=sys.stderr)
-        elif event.kind == "progress":
-            bar.total = event.progress.steps_total
-            bar.n = event.progress.steps_done
-            bar.set_postfix(stage=event.progress.stage, refresh=False)
+        elif isinstance(event, ProgressEvent):
+            bar.total = event.steps_total
+            bar.n = event.steps_done
+            bar.set_postfix(stage=event.stage, refresh=False)
             bar.refresh()
 
     # A run into the folder of an earlier one replaces its results: no stale cells stay behind.
@@ -127,8 +128,8 @@ def run_sketch(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     bar.close()
     if not args.quiet:
-        print(f"{manifest['cells_done']} cells ({manifest['rows']} rows x {len(manifest['layers'])} "
-              f"columns) in {args.out}; overview: {args.out / manifest['grid']}")
+        print(f"{len(manifest.cells)} cells ({manifest.rows} rows x {len(manifest.layers)} "
+              f"columns) in {args.out}; overview: {args.out / manifest.grid}")
     return 0
 
 

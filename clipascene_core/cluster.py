@@ -13,7 +13,6 @@ cluster is used.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from .config import SketchConfig
 from .engine import Cancelled
 from .files import atomic_write_bytes
-from .matrix import MatrixEvent
+from .records import CellEvent, CellRecord, Manifest, MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
 
 #: A matrix whose Ray worker died is run again this many times, then it fails.
 MAX_RETRIES = 2
@@ -141,15 +140,13 @@ def remote_matrix(image: bytes, mask: tuple[bytes, str] | None, config: SketchCo
 
         def on_event(event: MatrixEvent) -> None:
             nonlocal last_progress
-            if event.kind == "cell":
+            if isinstance(event, CellEvent):
                 events.put(("cell", event.cell, _changed_files(out, sent)))
-            elif event.kind == "progress":
-                if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
-                    last_progress = time.monotonic()
-                    # Without the step's finished results: tensors the caller has no use for.
-                    events.put(("progress", dataclasses.replace(event.progress, finished=[])))
-            else:
-                events.put((event.kind, event.text))
+            elif not isinstance(event, ProgressEvent):
+                events.put(("event", event))
+            elif time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = time.monotonic()
+                events.put(("event", event))
 
         def work() -> None:
             try:
@@ -209,15 +206,16 @@ class RemoteMatrix:
         self.image = image
         self.mask = (mask.read_bytes(), mask.suffix) if mask is not None else None
         self.out_dir = Path(out_dir)
+        self.folder = OutputFolder(out_dir)
         self.config = config
         self.models = (clip_model, weights, str(models_dir) if models_dir else None, precision)
         self.gpus = gpus
         self.name = name
         #: Cells received, by (row, layer): kept as they are when the task is run again.
-        self.received: dict[tuple[int, int], dict] = {}
+        self.received: dict[tuple[int, int], CellRecord] = {}
 
     def run(self, on_event: Callable[[MatrixEvent], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, retries: int = MAX_RETRIES) -> dict:
+            should_stop: Callable[[], bool] | None = None, retries: int = MAX_RETRIES) -> Manifest:
         """Run the matrix to its end; returns the manifest. Raises engine.Cancelled when
         should_stop() (the task is cancelled), ClusterError when its worker died more than
         `retries` times, and the task's own error otherwise."""
@@ -231,13 +229,13 @@ class RemoteMatrix:
                         f"the Ray worker running this matrix died {attempt + 1} times (last: "
                         f"{lost}); it was not run again. The {len(self.received)} cells "
                         "received before are kept.") from None
-                emit(MatrixEvent("notice", text=(
+                emit(NoticeEvent(
                     f"The Ray worker running this matrix died ({lost}); it runs again "
                     f"(try {attempt + 2} of {retries + 1}), keeping the {len(self.received)} "
-                    "cells already received.")))
+                    "cells already received."))
         raise AssertionError("unreachable")
 
-    def _try(self, emit, should_stop) -> dict:
+    def _try(self, emit, should_stop) -> Manifest:
         ray = self.ray
         task = _remote_task(ray, self.gpus > 0).options(name=self.name, num_gpus=self.gpus)
         stream = task.remote(self.image, self.mask, self.config, *self.models)
@@ -267,40 +265,37 @@ class RemoteMatrix:
                 self._receive(event[1], event[2], emit)
             elif kind == "done":
                 self._write(event[2])
-                return json.loads((self.out_dir / "manifest.json").read_text())
-            elif kind == "progress":
-                emit(MatrixEvent("progress", progress=event[1]))
+                return self.folder.read_manifest()
             else:
-                emit(MatrixEvent(kind, text=event[1]))
+                emit(event[1])
 
-    def _receive(self, cell: dict, files: dict[str, bytes], emit) -> None:
-        key = (cell["row"], cell["layer"])
+    def _receive(self, cell: CellRecord, files: dict[str, bytes], emit) -> None:
+        key = (cell.row, cell.layer)
         if key in self.received:  # made again by a retry: the cell received first stays
-            kept = set(self.received[key]["files"].values())
+            kept = set(self.received[key].files.values())
             self._write({name: data for name, data in files.items() if name not in kept})
             return
         self.received[key] = cell
         self._write(files)
-        emit(MatrixEvent("cell", cell=cell))
+        emit(CellEvent(cell))
 
     def _write(self, files: dict[str, bytes]) -> None:
         """Write the task's files atomically; the cell files before the manifest naming them."""
-        for name in sorted(files, key=lambda item: item == "manifest.json"):
+        for name in sorted(files, key=lambda item: item == OutputFolder.MANIFEST):
             relative = PurePosixPath(name)
             if relative.is_absolute() or ".." in relative.parts:
                 raise ClusterError(f"the Ray task sent a file outside its folder: {name!r}")
             data = files[name]
-            if name == "manifest.json":
+            if name == OutputFolder.MANIFEST:
                 data = self._with_received_cells(data)
             atomic_write_bytes(self.out_dir / relative, data)
 
     def _with_received_cells(self, data: bytes) -> bytes:
         """The task's manifest listing every cell this folder holds (a retry's task knows only
         the cells it made itself)."""
-        manifest = json.loads(data)
-        cells = {(cell["row"], cell["layer"]): cell for cell in manifest.get("cells", [])}
+        manifest = Manifest.from_dict(json.loads(data))
+        cells = {(cell.row, cell.layer): cell for cell in manifest.cells}
         cells.update(self.received)
-        manifest["cells"] = [cells[key] for key in sorted(cells)]
-        manifest["cells_done"] = len(cells)
-        return (json.dumps(manifest, indent=2) + "\n").encode()
+        manifest.cells = [cells[key] for key in sorted(cells)]
+        return (json.dumps(manifest.to_dict(), indent=2) + "\n").encode()
 

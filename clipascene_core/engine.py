@@ -16,7 +16,9 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,16 +70,47 @@ class Task(ABC):
         """Scalar loss terms whose gradients the task needs separately (term 0 uses CLIP)."""
 
     @abstractmethod
-    def apply(self, gradients: list[list[torch.Tensor | None]], losses: LayerLosses) -> list:
+    def apply(self, gradients: list[list[torch.Tensor | None]],
+              losses: LayerLosses) -> list[TaskResult]:
         """Combine the per-term gradients, step the optimisers, advance; return finished results."""
 
     def pending_eval(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(points, widths) to evaluate on the clean target without augmentation, or None."""
         return None
 
-    def record_eval(self, losses: LayerLosses) -> list:
+    def record_eval(self, losses: LayerLosses) -> list[TaskResult]:
         """Receive the clean losses of `pending_eval`'s sketch; return finished results."""
         return []
+
+
+class CellSketch(Protocol):
+    """A matrix cell's sketch of one region, final: `points` (N, 4, 2) canvas px of all the
+    column's strokes, `keep` (N,) bool the strokes it shows, and `details()` for the manifest."""
+
+    region: str
+    row: int
+    layer: int
+    points: np.ndarray
+    keep: np.ndarray
+
+    def details(self) -> dict: ...
+
+
+@dataclass
+class Settled:
+    """What a finished result turns into: sketches that are now final, and the tasks that
+    follow from it (e.g. a column's first simplicity row once its fidelity sketch is chosen)."""
+
+    sketches: list[CellSketch] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+
+
+class TaskResult(ABC):
+    """What a task hands back when it finishes (a fidelity run, a run of a simplicity row)."""
+
+    @abstractmethod
+    def settle(self) -> Settled:
+        """Deliver this result to whatever it belongs to (its column); say what follows."""
 
 
 @dataclass
@@ -89,7 +122,7 @@ class Progress:
     step: int
     steps_done: int
     steps_total: int
-    finished: list = field(default_factory=list)
+    finished: list[TaskResult] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
@@ -212,20 +245,21 @@ class Engine:
     def run(
         self,
         tasks: Sequence[Task],
-        on_finished: Callable[[object], Sequence[Task]] | None = None,
+        on_sketch: Callable[[CellSketch], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         extra_steps: int = 0,
-    ) -> list:
-        """Train until every task (including those started by `on_finished`) is done.
+    ) -> list[TaskResult]:
+        """Train until every task, and every task that finished ones lead to, is done.
 
-        on_finished(result) may return new tasks to add from the next step on. extra_steps:
-        steps of tasks that `on_finished` will add, for the progress total. Returns all
-        results in the order they became final.
+        Each finished result is settled (`TaskResult.settle`): its final sketches go to
+        `on_sketch`, its follow-up tasks join from the next step on. extra_steps: steps of
+        those follow-up tasks, for the progress total. Returns all results in the order they
+        became final.
         """
         tasks = list(tasks)
         steps_total = sum(task.total_steps for task in tasks) + extra_steps
-        finished_all: list = []
+        finished_all: list[TaskResult] = []
         step = 0
         while any(not task.done for task in tasks):
             if should_stop is not None and should_stop():
@@ -235,13 +269,16 @@ class Engine:
             # One draw of augmentations per step, shared by every cell whatever the batching.
             grids, augmented = self.bank.draw()
             size = self.cells_per_batch or len(active)
-            finished = []
+            finished: list[TaskResult] = []
             for start in range(0, len(active), size):
                 finished += self._train_step(active[start : start + size], grids, augmented)
             finished += self._evaluate(active)
             for result in finished:
-                if on_finished is not None:
-                    tasks.extend(on_finished(result))
+                settled = result.settle()
+                tasks.extend(settled.tasks)
+                for sketch in settled.sketches:
+                    if on_sketch is not None:
+                        on_sketch(sketch)
             finished_all.extend(finished)
             if on_progress is not None:
                 done = sum(task.steps_done for task in tasks)
@@ -249,7 +286,7 @@ class Engine:
         return finished_all
 
     def _train_step(self, active: list[Task], grids: torch.Tensor,
-                    augmented: dict[str, dict[int, torch.Tensor]]) -> list:
+                    augmented: dict[str, dict[int, torch.Tensor]]) -> list[TaskResult]:
         sketches = [task.sketch() for task in active]
         images = render_batch(sketches, self.canvas_size, self.renderer)
         losses = cell_layer_losses(self.encoder, self.bank, images,
@@ -287,7 +324,7 @@ class Engine:
         return result
 
     @torch.no_grad()
-    def _evaluate(self, active: list[Task]) -> list:
+    def _evaluate(self, active: list[Task]) -> list[TaskResult]:
         pending = [(task, task.pending_eval()) for task in active]
         pending = [(task, sketch) for task, sketch in pending if sketch is not None]
         if not pending:

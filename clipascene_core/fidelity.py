@@ -11,12 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from .config import SketchConfig
-from .engine import Engine, LayerLosses, Progress, Task, strokes_on_canvas
+from .engine import Engine, LayerLosses, Progress, Settled, Task, TaskResult, strokes_on_canvas
 from .losses import gradnorm_factors, set_gradients
 from .models import ClipEncoder
 from .networks import LocationMLP
@@ -45,11 +46,13 @@ class FidelityCell:
 
 
 @dataclass
-class FidelityResult:
+class FidelityResult(TaskResult):
     """The best checkpoint of one cell.
 
     points: (N, 4, 2) canvas pixels at the best clean loss; on_canvas: (N,) strokes that touch
     the canvas (strokes pushed entirely off it are dropped from outputs).
+    owner: what receives the result (column.ColumnChain, which picks the best seed and starts
+    the simplicity rows); None for a cell trained on its own (`train_fidelity`).
     """
 
     cell: FidelityCell
@@ -64,6 +67,27 @@ class FidelityResult:
     seconds: float
     mlp_state: dict = field(repr=False, default_factory=dict)
     optimizer_state: dict = field(repr=False, default_factory=dict)
+    owner: FidelityOwner | None = field(repr=False, default=None)
+
+    def settle(self) -> Settled:
+        return self.owner.fidelity_done(self) if self.owner is not None else Settled()
+
+
+class FidelityOwner(Protocol):
+    def fidelity_done(self, result: FidelityResult) -> Settled: ...
+
+
+@dataclass
+class Checkpoint:
+    """The best clean loss of a fidelity run so far, with what drew it: the points (canvas px,
+    detached), the raw loss of each layer, and MLP_loc's and Adam's states at that step."""
+
+    loss: float = float("inf")
+    step: int = 0
+    layer_losses: dict[int, float] = field(default_factory=dict)
+    points: np.ndarray | None = None
+    mlp: dict = field(repr=False, default_factory=dict)
+    optimizer: dict = field(repr=False, default_factory=dict)
 
 
 def loss_terms(config: SketchConfig, region: str, layer: int) -> list[tuple[int, float]]:
@@ -95,8 +119,10 @@ class FidelityTask(Task):
 
     stage = "fidelity"
 
-    def __init__(self, cell: FidelityCell, config: SketchConfig, device: torch.device) -> None:
+    def __init__(self, cell: FidelityCell, config: SketchConfig, device: torch.device,
+                 owner: FidelityOwner | None = None) -> None:
         self.cell = cell
+        self.owner = owner
         self.config = config
         self.target = cell.region
         self.column = cell.layer
@@ -111,7 +137,7 @@ class FidelityTask(Task):
         ).to(device)
         self.optimizer = torch.optim.Adam(self.mlp.parameters(), lr=config.lr_location)
         self.initial_loss = float("nan")
-        self.best: dict = {"loss": float("inf"), "step": 0}
+        self.best = Checkpoint()
         self.history: list[tuple[int, float]] = []
         self.started = time.perf_counter()
         self._points: torch.Tensor | None = None
@@ -130,7 +156,8 @@ class FidelityTask(Task):
         # apply (reference models/loss.py), so the 0.5 anchor keeps its weight.
         return [losses[layer][0] for layer in self.layers]
 
-    def apply(self, gradients: list[list[torch.Tensor | None]], losses: LayerLosses) -> list:
+    def apply(self, gradients: list[list[torch.Tensor | None]],
+              losses: LayerLosses) -> list[TaskResult]:
         step = self.steps_done + 1
         clean = weighted_clean_loss(self.terms, losses)
         if step == 1:
@@ -139,13 +166,11 @@ class FidelityTask(Task):
         # update: that is the checkpoint to keep.
         if self.config.is_eval_step(step, self.total_steps):
             self.history.append((step, clean))
-            if clean < self.best["loss"]:
-                self.best = {
-                    "loss": clean, "step": step, "layers": clean_layer_losses(self.terms, losses),
-                    "points": self._points.detach().cpu().double().numpy(),
-                    "mlp": copy.deepcopy(self.mlp.state_dict()),
-                    "optim": copy.deepcopy(self.optimizer.state_dict()),
-                }
+            if clean < self.best.loss:
+                self.best = Checkpoint(
+                    clean, step, clean_layer_losses(self.terms, losses),
+                    self._points.detach().cpu().double().numpy(),
+                    copy.deepcopy(self.mlp.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         self._set_gradients(gradients)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -161,16 +186,15 @@ class FidelityTask(Task):
         set_gradients(self.parameters(), gradients, factors)
 
     def _result(self) -> FidelityResult:
-        points = self.best["points"]
-        on_canvas = strokes_on_canvas(torch.from_numpy(points), self.config.stroke_width,
+        best = self.best
+        on_canvas = strokes_on_canvas(torch.from_numpy(best.points), self.config.stroke_width,
                                       self.config.canvas_size)
         return FidelityResult(
-            cell=self.cell, points=points, on_canvas=on_canvas.numpy(),
-            initial_loss=self.initial_loss, best_loss=self.best["loss"],
-            best_step=self.best["step"], best_layer_losses=self.best["layers"],
-            eval_losses=self.history,
-            seconds=time.perf_counter() - self.started,
-            mlp_state=self.best["mlp"], optimizer_state=self.best["optim"],
+            cell=self.cell, points=best.points, on_canvas=on_canvas.numpy(),
+            initial_loss=self.initial_loss, best_loss=best.loss, best_step=best.step,
+            best_layer_losses=best.layer_losses, eval_losses=self.history,
+            seconds=time.perf_counter() - self.started, mlp_state=best.mlp,
+            optimizer_state=best.optimizer, owner=self.owner,
         )
 
 

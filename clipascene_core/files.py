@@ -47,18 +47,15 @@ def atomic_write_json(path: str | Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-#: What `matrix.sketch_matrix` writes into its folder (and interrupted writes' leftovers).
-RESULT_PATTERNS = ("manifest.json", "grid.png", "mask.png", "target_*.png", "attention_*.png",
-                   "cells/r*_L*.svg", "cells/r*_L*.png", ".*.part", "cells/.*.part")
-
-
 def remove_previous_results(folder: str | Path, keep: tuple[Path, ...] = ()) -> int:
     """Delete an earlier run's result files from `folder`, so that a new run into it leaves no
     stale cells; other files, and those in `keep` (e.g. the input image), stay. Returns how
     many files were deleted."""
     kept = {path.resolve() for path in keep}
+    from .records import OutputFolder
+
     removed = 0
-    for pattern in RESULT_PATTERNS:
+    for pattern in OutputFolder.PATTERNS:
         for path in Path(folder).glob(pattern):
             if path.is_file() and path.resolve() not in kept:
                 path.unlink()

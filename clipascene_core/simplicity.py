@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import SketchConfig
-from .engine import LayerLosses, Task, strokes_on_canvas
+from .engine import LayerLosses, Settled, Task, TaskResult, strokes_on_canvas
 from .fidelity import FidelityResult, clean_layer_losses, loss_terms, weighted_clean_loss
 from .losses import gradnorm_factors, set_gradients
 from .networks import LocationMLP, SimplifyMLP
@@ -124,6 +124,15 @@ class SimplicityLevel:
     def strokes(self) -> int:
         return int(self.keep.sum())
 
+    def details(self) -> dict:
+        """How the row was made, for the manifest."""
+        return {"strokes": self.strokes, "expected_strokes": round(self.expected_strokes, 3),
+                "probability_sum": round(self.probability_sum, 3), "ratio": self.ratio,
+                "clip_loss": self.clip_loss,
+                "layer_losses": {str(layer): value for layer, value in self.layer_losses.items()},
+                "sparsity": self.sparsity, "seed": self.seed, "chosen_step": self.chosen_step,
+                "eval_losses": self.eval_losses, "seconds": round(self.seconds, 3)}
+
 
 @dataclass
 class RowStart:
@@ -161,12 +170,39 @@ class RowCandidate:
 
 
 @dataclass
-class RowRun:
+class RowRun(TaskResult):
     """What one run (one seed) of a row hands back to its column."""
 
     column: SimplicityColumn
     row: int
     candidates: list[RowCandidate]
+
+    def settle(self) -> Settled:
+        return self.column.receive(self)
+
+
+@dataclass
+class StepDraw:
+    """This step's soft keep mask (N,), differentiable, and the strokes on the canvas, kept
+    from `sketch` for the losses; then the step's CLIP loss and sparsity, as numbers."""
+
+    mask: torch.Tensor
+    inside_count: float
+    clip: float = 0.0
+    sparsity: float = 0.0
+
+
+@dataclass
+class PendingEval:
+    """An evaluation drawn by `pending_eval`, awaiting its clean losses: all strokes' points
+    (N, 4, 2), the strokes kept (N,) bool, the expected count, the keep probabilities' sum
+    over the strokes in play, and the strokes on the canvas."""
+
+    points: torch.Tensor
+    keep: torch.Tensor
+    expected: float
+    probability_sum: float
+    inside_count: float
 
 
 def _cpu_copy(state: dict) -> dict:
@@ -221,8 +257,8 @@ class SimplicityRowTask(Task):
         self.allowed = torch.from_numpy(start.allowed.copy()).to(device)
         self.candidates: list[RowCandidate] = []
         self._eval_due = False
-        self._current: dict = {}
-        self._pending: dict = {}
+        self._draw: StepDraw | None = None
+        self._pending: PendingEval | None = None
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.location.parameters()) + list(self.simplify.parameters())
@@ -236,25 +272,27 @@ class SimplicityRowTask(Task):
         mask = soft * (inside & self.allowed).to(soft.dtype)
         # Sparsity counts against all strokes on the canvas, not only those still in play,
         # so the ratio schedule keeps meaning "a fraction of the full sketch" down the column.
-        self._current = {"mask": mask, "inside_count": float(inside.sum().clamp_min(1))}
+        self._draw = StepDraw(mask, float(inside.sum().clamp_min(1)))
         return points, self.config.stroke_width * mask
 
     def loss_terms(self, losses: LayerLosses) -> list[torch.Tensor]:
         """Each CLIP layer's raw loss, then L_sparse (reference models/loss.py)."""
-        sparsity = self._current["mask"].sum() / self._current["inside_count"]
+        draw = self._draw
+        sparsity = draw.mask.sum() / draw.inside_count
         clip = [losses[layer][0] for layer in self.layers]
-        self._current.update(clip=sum(float(term.detach()) for term in clip),
-                             sparsity=float(sparsity.detach()))
+        draw.clip = sum(float(term.detach()) for term in clip)
+        draw.sparsity = float(sparsity.detach())
         return clip + [sparsity]
 
-    def apply(self, gradients: list[list[torch.Tensor | None]], losses: LayerLosses) -> list:
+    def apply(self, gradients: list[list[torch.Tensor | None]],
+              losses: LayerLosses) -> list[TaskResult]:
         # Total = sum_k c_k w_k L_k + w_s L_sparse + (L_sparse - r sum_k L_k)^2, with gradnorm's
         # w measured on MLP_simp and the raw sum of CLIP layer losses in the ratio term. Its
         # gradient is a combination of the terms' gradients: no extra CLIP backward.
         simplify_count = len(list(self.simplify.parameters()))
         coefficients = [weight for _, weight in self.terms] + [1.0]
         factors = gradnorm_factors(gradients, coefficients, slice(-simplify_count, None))
-        excess = self._current["sparsity"] - self.ratio * self._current["clip"]
+        excess = self._draw.sparsity - self.ratio * self._draw.clip
         factors = [factor - 2 * excess * self.ratio for factor in factors[:-1]] + [
             factors[-1] + 2 * excess]
         set_gradients(self.parameters(), gradients, factors)
@@ -278,22 +316,21 @@ class SimplicityRowTask(Task):
                 in_play = self.allowed if self.allowed.any() else torch.ones_like(self.allowed)
             keep, expected = choose_kept(probabilities, in_play, self.config.gumbel_temperature,
                                          self.config.keep_threshold)
-        self._pending = {"points": points, "keep": keep, "expected": expected,
-                         "probability_sum": float(probabilities[in_play].sum()),
-                         "inside_count": max(float(inside.sum()), 1.0)}
+        self._pending = PendingEval(points, keep, expected, float(probabilities[in_play].sum()),
+                                    max(float(inside.sum()), 1.0))
         return points, self.config.stroke_width * keep.to(points.dtype)
 
-    def record_eval(self, losses: LayerLosses) -> list:
+    def record_eval(self, losses: LayerLosses) -> list[TaskResult]:
         self._eval_due = False
         pending = self._pending
-        keep = pending["keep"].cpu().numpy()
+        keep = pending.keep.cpu().numpy()
         self.candidates.append(RowCandidate(
             seed=self.seed, step=self.steps_done,
             layer_losses=clean_layer_losses(self.terms, losses),
             clip=weighted_clean_loss(self.terms, losses),
-            sparsity=float(keep.sum()) / pending["inside_count"],
-            expected=pending["expected"], probability_sum=pending["probability_sum"],
-            points=pending["points"].detach().cpu().double().numpy(), keep=keep,
+            sparsity=float(keep.sum()) / pending.inside_count,
+            expected=pending.expected, probability_sum=pending.probability_sum,
+            points=pending.points.detach().cpu().double().numpy(), keep=keep,
             state=RowStart(
                 location=_cpu_copy(self.location.state_dict()),
                 location_optimizer=_cpu_copy(self.location_optimizer.state_dict()),
@@ -312,7 +349,7 @@ class SimplicityColumn:
     """The simplicity rows of one (region, layer) column, from its fidelity result.
 
     `start()` gives the tasks of row 1; `receive(run)` takes each finished run and, once every
-    seed's run of a row is in, returns that row and the tasks of the next one.
+    seed's run of a row is in, settles into that row's level and the tasks of the next row.
     """
 
     def __init__(self, fidelity: FidelityResult, config: SketchConfig, device: torch.device) -> None:
@@ -346,11 +383,11 @@ class SimplicityColumn:
     def _row_tasks(self, row: int, start: RowStart) -> list[Task]:
         return [SimplicityRowTask(self, row, seed, start) for seed in self.config.seeds]
 
-    def receive(self, run: RowRun) -> tuple[SimplicityLevel | None, list[Task]]:
+    def receive(self, run: RowRun) -> Settled:
         runs = self.runs.setdefault(run.row, [])
         runs.append(run)
         if len(runs) < len(self.config.seeds):
-            return None, []
+            return Settled()
         candidates = [c for one in runs for c in one.candidates]
         level, chosen = self._choose(run.row, candidates)
         del self.runs[run.row]
@@ -360,7 +397,7 @@ class SimplicityColumn:
         # one, none is needed (the finished runs stay referenced by the engine's results).
         for candidate in candidates:
             candidate.state = None
-        return level, tasks
+        return Settled([level], tasks)
 
     def _choose(self, row: int, candidates: list[RowCandidate]) -> tuple[SimplicityLevel, RowCandidate]:
         """The candidate with the lowest z-score sum over each layer's loss and L_sparse,

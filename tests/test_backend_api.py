@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from lxml import etree
 from PIL import Image, ImageDraw
 
 from backend.app import create_app
+from backend.routers.service import WEB_PAGE
+from backend.schemas import EVENTS
 from backend.settings import Settings
 from backend.store import valid_job_id
 from backend.worker import ModelSettings
@@ -216,6 +219,41 @@ def test_event_stream_of_a_finished_job_replays_its_cells_and_ends_with_done(ser
              if line.startswith("event: ")]
     assert kinds.count("cell") == 4
     assert kinds[-1] == "done"
+    # Each event's data is its kind's record, and a cell event's links are the matrix's own.
+    datas = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines()
+             if line.startswith("data: ")]
+    matrix = service.get(f"/v1/jobs/{split_job['id']}/matrix").json()
+    urls = {(cell["row"], cell["column"]): cell["urls"] for cell in matrix["cells"]}
+    for kind, data in zip(kinds, datas, strict=True):
+        record = EVENTS[kind].model_validate(data, strict=True)
+        assert set(data) == set(type(record).model_fields)
+        if kind == "cell":
+            assert data["urls"] == urls[(data["row"], data["column"])]
+
+
+def test_the_web_page_follows_every_kind_of_event():
+    """Adding an event kind to the stream without the page handling it fails here."""
+    page = WEB_PAGE.read_text()
+    listened = set()
+    for listing in re.findall(r"for \(const kind of \[([^\]]*)\]\)\s*\{?\s*stream\.addEventListener", page):
+        listened |= set(re.findall(r'"(\w+)"', listing))
+    assert listened == set(EVENTS)
+
+
+def test_a_jobs_matrix_keeps_the_layout_it_was_submitted_with(idle, monkeypatch):
+    """A later change of the presets (here: the preview's rows) leaves an old job's shape."""
+    from clipascene_core import config as config_module
+
+    job_id = submit(idle, {"preset": "preview", "layers": [2, 8], "strokes": 4}).json()["id"]
+    before = idle.get(f"/v1/jobs/{job_id}/matrix").json()
+    assert (before["rows"], before["layers"], before["cells_total"]) == (9, [2, 8], 18)
+    monkeypatch.setitem(config_module._PRESETS, "preview",
+                        {**config_module._PRESETS["preview"], "simplicity_rows": 2})
+    fresh = submit(idle, {"preset": "preview", "layers": [2, 8], "strokes": 5}).json()["id"]
+    assert idle.get(f"/v1/jobs/{fresh}/matrix").json()["rows"] == 3  # the change is real
+    after = idle.get(f"/v1/jobs/{job_id}/matrix").json()
+    assert (after["rows"], after["cells_total"], len(after["cells"])) == (9, 18, 18)
+    assert idle.get(f"/v1/jobs/{job_id}").json()["progress"]["cells_total"] == 18
 
 
 def test_unsplit_job_has_only_the_combined_drawing(service, plain_job):

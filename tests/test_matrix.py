@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from clipascene_core.cli import main
 from clipascene_core.compose import inside_outline, mask_outline
+from clipascene_core.records import Manifest
 from clipascene_core.render import bezier_samples
 from clipascene_core.strokes import SVG_NS, read_svg
 from tests.tiny_models import save_tiny_lama, save_tiny_u2net
@@ -170,3 +171,9 @@ def test_user_mask_and_no_split(tmp_path):
                  "--strokes", "6", "--iterations", "2", "--no-split"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["regions"] == ["scene"] and manifest["preprocessing"] == {"split": False}
+
+
+def test_the_manifest_a_run_writes_reads_back_whole(matrix):
+    """manifest.json and its record agree field for field: nothing written is lost on reading."""
+    _, manifest = matrix
+    assert Manifest.from_dict(manifest).to_dict() == manifest

@@ -9,7 +9,6 @@ from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.networks import SimplifyMLP
 from clipascene_core.simplicity import (
-    RowRun,
     SimplicityColumn,
     choose_kept,
     ratio_schedule,
@@ -81,13 +80,7 @@ def run_chain(tiny_encoder, fidelity, config=None):
     default, bank, result = fidelity
     column = SimplicityColumn(result, config or default, torch.device("cpu"))
     levels = []
-
-    def on_finished(run: RowRun):
-        level, tasks = run.column.receive(run)
-        levels.extend([level] if level is not None else [])
-        return tasks
-
-    Engine(tiny_encoder, bank()).run(column.start(), on_finished=on_finished)
+    Engine(tiny_encoder, bank()).run(column.start(), on_sketch=levels.append)
     return levels
 
 

@@ -9,16 +9,17 @@ from pathlib import Path
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from clipascene_core.config import ConfigError
 from clipascene_core.imageio import ImageInputError, load_image
+from clipascene_core.records import Layout
 
 from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
 from ..health import missing_clip_weights
-from ..jobs_view import cell_links, job_info
+from ..jobs_view import cell_ready, job_info
 from ..params import JobParams, job_key
-from ..schemas import JobInfo, Submitted
+from ..schemas import EVENTS, JobEnded, JobInfo, ProgressUpdate, Submitted
 from ..store import FINAL
 
 EVENT_POLL_S = 0.4
@@ -61,7 +62,7 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
     try:
         job_params = JobParams(**decoded)
-        job_params.to_config()
+        config = job_params.to_config()
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
                              for item in error.errors())
@@ -77,8 +78,8 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
                                      "draw the mask at the image's size.")
     name = Path(image.filename or "image").name[:200]
     key = job_key(data, job_params, settings.models.identity, mask_data)
-    job, cached = store.submit(key, job_params.canonical(), name, data, checked["suffix"],
-                               checked["width"], checked["height"],
+    job, cached = store.submit(key, job_params.canonical(), Layout.of(config), name, data,
+                               checked["suffix"], checked["width"], checked["height"],
                                mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
     wake.set()
     progress = job_info(store, job, settings).progress
@@ -124,22 +125,21 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
         while True:
             job = await asyncio.to_thread(store.get, job_id)
             if job is None:
-                yield _sse("failed", {"id": job_id, "error": "the job was purged"})
+                yield _sse("failed", JobEnded(id=job_id, status="failed", error="the job was purged"))
                 return
             cells = await asyncio.to_thread(store.cells, job_id)
             for cell in cells[sent_cells:]:
                 idle = 0.0
-                yield _sse("cell", cell_links(job, cell))
+                yield _sse("cell", cell_ready(job, cell))
             sent_cells = len(cells)
             info = job_info(store, job, settings)
-            progress = info.progress.model_dump()
+            progress = ProgressUpdate(**info.progress.model_dump(), id=job_id, status=job.status)
             if progress != sent_progress:
                 idle = 0.0
-                yield _sse("progress", {"id": job_id, "status": job.status, **progress})
+                yield _sse("progress", progress)
                 sent_progress = progress
-            if job.status in FINAL:
-                kind = {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.status]
-                yield _sse(kind, {"id": job_id, "status": job.status, "error": job.error})
+            if job.status in FINAL:  # the status names the last event
+                yield _sse(job.status, JobEnded(id=job_id, status=job.status, error=job.error))
                 return
             if await request.is_disconnected():
                 return
@@ -155,8 +155,10 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _sse(kind: str, data: dict) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+def _sse(kind: str, data: BaseModel) -> str:
+    if not isinstance(data, EVENTS[kind]):
+        raise TypeError(f"a {kind!r} event carries a {EVENTS[kind].__name__}")
+    return f"event: {kind}\ndata: {data.model_dump_json()}\n\n"
 
 
 #: One upload is decoded at a time, so concurrent uploads cannot add up their decoding memory.
