@@ -11,7 +11,6 @@ each; spinning OpenMP threads (the 'active' wait policy) make it far worse.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from bench import report
 from bench.fidelity_bench import SAMPLE, machine
+from clipascene_core.records import OutputFolder
 
 ARGS = ["--clip-model", "tiny-test", "--weights", "random", "--layers", "2,8,11", "--rows", "2",
         "--iterations", "30", "--row-steps", "10", "--quiet", "--no-split"]
@@ -32,7 +32,7 @@ def start(out: Path, policy: str) -> subprocess.Popen:
 
 
 def speed(out: Path) -> float:
-    timings = json.loads((out / "manifest.json").read_text())["timings"]
+    timings = OutputFolder(out).read_manifest().timings
     return timings["steps"] / timings["training_s"]
 
 
