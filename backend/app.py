@@ -27,8 +27,6 @@ from .store import JobStore, storage_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Settings", "create_app", "is_loopback"]
-
 
 def is_loopback(host: str) -> bool:
     """Whether binding `host` keeps the service on this machine."""
