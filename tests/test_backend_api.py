@@ -14,7 +14,15 @@ from PIL import Image, ImageDraw
 
 from backend.app import create_app
 from backend.routers.service import WEB_PAGE
-from backend.schemas import EVENTS
+from backend.schemas import (
+    EVENTS,
+    CellInfo,
+    Health,
+    JobInfo,
+    MatrixInfo,
+    ProgressInfo,
+    Submitted,
+)
 from backend.settings import Settings
 from backend.store import valid_job_id
 from backend.worker import ModelSettings
@@ -238,6 +246,22 @@ def test_the_web_page_follows_every_kind_of_event():
     for listing in re.findall(r"for \(const kind of \[([^\]]*)\]\)\s*\{?\s*stream\.addEventListener", page):
         listened |= set(re.findall(r'"(\w+)"', listing))
     assert listened == set(EVENTS)
+
+
+#: The web page's variables that hold API data, and the models their fields come from.
+PAGE_DATA = {"job": (JobInfo, Submitted), "p": (ProgressInfo,), "matrix": (MatrixInfo,),
+             "cell": (CellInfo,), "c": (CellInfo,), "health": (Health,)}
+
+
+def test_the_web_page_reads_only_fields_the_api_declares():
+    """Renaming a field of the API's models fails here until the page follows."""
+    page = WEB_PAGE.read_text()
+    script = page[page.index("<script"):]  # not the style sheet (its ".job.selected")
+    for variable, models in PAGE_DATA.items():
+        declared = set().union(*(model.model_fields for model in models))
+        used = set(re.findall(rf"\b{variable}\.(\w+)", script))
+        assert used, f"the page no longer reads `{variable}`: update PAGE_DATA"
+        assert used <= declared, f"{variable}: {sorted(used - declared)} are not in the API"
 
 
 def test_a_jobs_matrix_keeps_the_layout_it_was_submitted_with(idle, monkeypatch):
