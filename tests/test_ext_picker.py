@@ -181,12 +181,16 @@ class FakeBackend:
     """The picker-facing methods of client.Backend, answering like backend/app.py.
 
     With `cells_per_poll`, each job() call finishes that many more cells (queued first, then
-    running, then done or, with `fail_after`, failed once that many cells exist).
+    running, then done or, with `fail_after`, failed once that many cells exist). `paced`:
+    only once the picker has fetched every finished cell's thumbnail, as with a real job,
+    whose cells take far longer than a download (else a loaded machine's polls outrun them).
     """
 
-    def __init__(self, split: bool = True, cells_per_poll: int = 0, fail_after: int | None = None):
+    def __init__(self, split: bool = True, cells_per_poll: int = 0, fail_after: int | None = None,
+                 paced: bool = False):
         self.split = split
         self.cells_per_poll = cells_per_poll
+        self.paced = paced
         self.fail_after = fail_after
         self.ready = 0
         self.status = "queued"
@@ -213,7 +217,9 @@ class FakeBackend:
     def job(self, job_id: str) -> dict:
         with self._lock:
             self.polls += 1
-            if self.cells_per_poll and self.status in ("queued", "running") and self.polls > 1:
+            fetched = len({(row, column) for row, column, _ in self.png_requests})
+            if (self.cells_per_poll and self.status in ("queued", "running") and self.polls > 1
+                    and (not self.paced or fetched >= self.ready)):
                 self.ready = min(self.total, self.ready + self.cells_per_poll)
                 self.status = "running"
                 if self.fail_after is not None and self.ready >= self.fail_after:
@@ -491,7 +497,7 @@ def test_thumbnails_are_fetched_once_for_ready_cells(picker, open_picker):
 
 
 def test_matrix_fills_in_live_and_polling_stops_when_done(picker, open_picker):
-    fake = FakeBackend(cells_per_poll=1)
+    fake = FakeBackend(cells_per_poll=1, paced=True)
     window = open_picker(fake)
     seen = []  # (progress text, fraction, thumbnails shown) at each progress update
     window.progress.connect("notify::text", lambda bar, _spec: seen.append(
