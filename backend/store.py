@@ -417,20 +417,26 @@ class JobStore:
 
 def _add_layouts(connection: sqlite3.Connection) -> None:
     """Give a store made before layouts were recorded its `layout` column, each old job the
-    layout its parameters had (the layout rules have not changed since)."""
-    columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
-    if "layout" in columns or not columns:
-        return
-    from .params import JobParams
+    layout its parameters had (the layout rules have not changed since). One transaction; a
+    database that is not a job store is left as it is (the caller says so)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+        if "layout" not in columns and set(Job.__dataclass_fields__) - {"layout"} <= columns:
+            from .params import JobParams
 
-    connection.execute("ALTER TABLE jobs ADD COLUMN layout TEXT")
-    for row in connection.execute("SELECT id, params FROM jobs").fetchall():
-        try:
-            layout = Layout.of(JobParams(**json.loads(row["params"])).to_config())
-        except (ValueError, TypeError):  # parameters no longer valid: the job cannot run
-            layout = Layout(1, (), False)
-        connection.execute("UPDATE jobs SET layout=? WHERE id=?",
-                           (json.dumps(layout.to_dict()), row["id"]))
+            connection.execute("ALTER TABLE jobs ADD COLUMN layout TEXT")
+            for row in connection.execute("SELECT id, params FROM jobs").fetchall():
+                try:
+                    layout = Layout.of(JobParams(**json.loads(row["params"])).to_config())
+                except (ValueError, TypeError):  # parameters no longer valid: it cannot run
+                    layout = Layout(1, (), False)
+                connection.execute("UPDATE jobs SET layout=? WHERE id=?",
+                                   (json.dumps(layout.to_dict()), row["id"]))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _damage(error: sqlite3.OperationalError) -> bool:
