@@ -15,7 +15,7 @@ import torch
 
 from .config import SketchConfig
 from .engine import Settled
-from .fidelity import FidelityCell, FidelityResult, FidelityTask
+from .fidelity import FidelityCell, FidelityResult, FidelityTask, by_layer
 from .simplicity import SimplicityColumn
 
 
@@ -51,7 +51,7 @@ class FidelitySketch:
             "dropped_off_canvas": int((~best.on_canvas).sum()), "seed": best.cell.seed,
             "iterations": best.cell.iterations, "initial_loss": best.initial_loss,
             "clip_loss": best.best_loss,
-            "layer_losses": {str(layer): value for layer, value in best.best_layer_losses.items()},
+            "layer_losses": by_layer(best.best_layer_losses),
             "best_step": best.best_step,
             "eval_losses": [[step, loss] for step, loss in best.eval_losses],
             "seeds_tried": {str(item.cell.seed): item.best_loss for item in self.tried},

@@ -114,6 +114,11 @@ def clean_layer_losses(terms: list[tuple[int, float]], losses: LayerLosses) -> d
     return {layer: float(losses[layer][1]) for layer, _ in terms}
 
 
+def by_layer(layer_losses: dict[int, float]) -> dict[str, float]:
+    """{layer: loss} as the manifest writes it, {"layer": loss} (JSON keys are text)."""
+    return {str(layer): value for layer, value in layer_losses.items()}
+
+
 class FidelityTask(Task):
     """Trains one fidelity cell: MLP_loc with Adam, best clean loss kept from `eval_start`."""
 

@@ -29,7 +29,13 @@ from torch import nn
 
 from .config import SketchConfig
 from .engine import LayerLosses, Settled, Task, TaskResult, strokes_on_canvas
-from .fidelity import FidelityResult, clean_layer_losses, loss_terms, weighted_clean_loss
+from .fidelity import (
+    FidelityResult,
+    by_layer,
+    clean_layer_losses,
+    loss_terms,
+    weighted_clean_loss,
+)
 from .losses import gradnorm_factors, set_gradients
 from .networks import LocationMLP, SimplifyMLP
 
@@ -129,7 +135,7 @@ class SimplicityLevel:
         return {"strokes": self.strokes, "expected_strokes": round(self.expected_strokes, 3),
                 "probability_sum": round(self.probability_sum, 3), "ratio": self.ratio,
                 "clip_loss": self.clip_loss,
-                "layer_losses": {str(layer): value for layer, value in self.layer_losses.items()},
+                "layer_losses": by_layer(self.layer_losses),
                 "sparsity": self.sparsity, "seed": self.seed, "chosen_step": self.chosen_step,
                 "eval_losses": self.eval_losses, "seconds": round(self.seconds, 3)}
 
@@ -165,7 +171,7 @@ class RowCandidate:
 
     def summary(self) -> dict:
         return {"seed": self.seed, "step": self.step, "clip": self.clip, "sparsity": self.sparsity,
-                "layers": {str(layer): value for layer, value in self.layer_losses.items()},
+                "layers": by_layer(self.layer_losses),
                 "expected_strokes": self.expected, "strokes": int(self.keep.sum())}
 
 
@@ -369,11 +375,6 @@ class SimplicityColumn:
                                      config.simplicity_rows)
         self.runs: dict[int, list[RowRun]] = {}
         self.started = time.perf_counter()
-
-    @property
-    def steps(self) -> int:
-        """Training steps of all rows and seeds."""
-        return len(self.ratios) * len(self.config.seeds) * self.config.simplicity_steps
 
     def start(self) -> list[Task]:
         # Row 1 loads MLP_loc's weights but gives it a fresh Adam (reference scripts/run_ratio.py).
