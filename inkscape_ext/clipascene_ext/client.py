@@ -155,11 +155,7 @@ class Backend:
         if data_dir is not None:  # where install.py put the weights and the jobs
             arguments += ["--data-dir", str(data_dir)]
         log = _start_log()
-        with open(log, "ab") as stream:
-            subprocess.Popen(
-                arguments, stdin=subprocess.DEVNULL, stdout=stream,
-                stderr=stream, start_new_session=True, close_fds=True,
-            )
+        spawn_detached(arguments, log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             time.sleep(0.5)
@@ -195,6 +191,30 @@ def installed_backend() -> list[str] | None:
     if not executable or not Path(executable).exists():
         return None
     return [executable]
+
+
+#: Run by a short-lived go-between: it starts the command in a session of its own and exits at
+#: once, so the caller waits for it (nothing is left running under the caller's `Popen`,
+#: which Python would report as a ResourceWarning) and the command outlives the caller.
+_LAUNCHER = ("import subprocess, sys\n"
+             "with open(sys.argv[1], 'ab') as log:\n"
+             "    subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log,"
+             " start_new_session=True, close_fds=True)\n")
+
+
+def spawn_detached(arguments: list[str], log: Path, cwd: Path | None = None) -> None:
+    """Start `arguments` detached from this process (it keeps running after this one exits,
+    in its own session), its output appended to `log`; returns once it is started.
+
+    Raises BackendError when it cannot be started.
+    """
+    try:
+        subprocess.run([sys.executable, "-W", "ignore", "-c", _LAUNCHER, str(log), *arguments],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, cwd=cwd, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise BackendError(f"could not start {Path(arguments[0]).name} ({error}); "
+                           f"see {log}.") from None
 
 
 def _start_log() -> Path:
