@@ -33,10 +33,22 @@ class RecordingBackend:
     def __init__(self, cell_svg: bytes):
         self.cell = cell_svg
         self.submitted: list[dict] = []
+        self.server = "http://127.0.0.1:8765"
 
     def submit(self, image: bytes, filename: str, params: dict, mask: bytes | None = None) -> dict:
         self.submitted.append({"image": image, "filename": filename, "params": params, "mask": mask})
         return {"id": f"{len(self.submitted):016x}", "status": "queued", "cached": False}
+
+    def job(self, job_id: str) -> dict:
+        """A job the stand-in was sent (its number in the id), finished; any other is refused."""
+        number = int(job_id, 16)
+        if not 1 <= number <= len(self.submitted):
+            from clipascene_ext.client import BackendError
+
+            raise BackendError("the CLIPascene backend refused the request: no job " + job_id)
+        return {"id": job_id, "status": "done", "created": float(number),
+                "params": self.submitted[number - 1]["params"],
+                "progress": {"cells_done": 4, "cells_total": 4}}
 
     def matrix(self, job_id: str) -> dict:
         return {"status": "done", "rows": 2, "layers": [2, 8], "cells": [

@@ -49,18 +49,24 @@ def cell_svg(width: int, height: int) -> bytes:
     return svg_document(width, height, [("background", strokes), ("foreground", strokes)]).encode()
 
 
-def run_effect(tmp_path: Path, body: str, ids: list[str], backend: RecordingBackend, *options: str):
+def run_effect(tmp_path: Path, body: str, ids: list[str], backend: RecordingBackend, *options: str,
+               effect=effects.SketchImage, cell: str = "1,1"):
+    """Run `effect` on a drawing holding `body` (or, given an element, the whole document
+    an earlier run returned)."""
     drawing = tmp_path / "drawing.svg"
-    drawing.write_text(
-        f'<svg xmlns="{SVG_NS}" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        'xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape" '
-        f'width="200mm" height="100mm" viewBox="0 0 200 100">{body}</svg>', encoding="utf-8")
+    if not isinstance(body, str):
+        drawing.write_bytes(body.tostring())
+    else:
+        drawing.write_text(
+            f'<svg xmlns="{SVG_NS}" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            'xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape" '
+            f'width="200mm" height="100mm" viewBox="0 0 200 100">{body}</svg>', encoding="utf-8")
     output, errors = io.BytesIO(), io.StringIO()
     with mock.patch.dict(os.environ, {"DOCUMENT_PATH": str(drawing)}), \
             mock.patch.object(effects, "_backend", lambda server: backend), \
             contextlib.redirect_stderr(errors):
-        effects.SketchImage().run([str(drawing), *(f"--id={name}" for name in ids), "--cell=1,1",
-                                   *options], output=output)
+        effect().run([str(drawing), *(f"--id={name}" for name in ids), f"--cell={cell}",
+                      *options], output=output)
     assert errors.getvalue() == ""
     return inkex.load_svg(io.BytesIO(output.getvalue())).getroot()
 
@@ -119,3 +125,66 @@ def test_scripted_parameters_are_the_backends(tmp_path):
     params = backend.submitted[0]["params"]
     assert params["iterations"] == 5 and params["row_steps"] == 3, "explicit steps win over the draft"
     JobParams(**json.loads(json.dumps(params))).to_config()
+
+
+def test_sketch_image_returns_at_once_and_the_photo_remembers_its_jobs(tmp_path):
+    """Without a scripted cell Sketch Image imports nothing and waits for nothing: it opens a
+    viewer per job beside Inkscape and writes the jobs on the photos; Import Sketch on a photo
+    later imports a cell of its newest job, styled as the Sketch Image dialog said."""
+    from clipascene_ext import viewer
+    from clipascene_ext.photojobs import remembered
+
+    backend = RecordingBackend(cell_svg(60, 30))
+    photos = "".join(f'<image id="photo{index}" x="{10 + 70 * index}" y="10" width="60" height="30" '
+                     f'xlink:href="{png_uri(draw_scene(60, 30 + index))}"/>' for index in range(2))
+    started = []
+    with mock.patch.object(viewer, "start", lambda *arguments: started.append(arguments)):
+        svg = run_effect(tmp_path, photos, ["photo0", "photo1"], backend, "--stroke_color=4278190335",
+                         cell="")
+    assert find_layers(svg) == []
+    assert [arguments[1] for arguments in started] == [f"{1:016x}", f"{2:016x}"]
+    assert [remembered(svg.getElementById(f"photo{index}")) for index in range(2)] == [
+        [f"{1:016x}"], [f"{2:016x}"]]
+
+    # Sketched again with other settings: the photo lists both, the newest first.
+    (tmp_path / "again").mkdir()
+    with mock.patch.object(viewer, "start", lambda *arguments: None):
+        again = run_effect(tmp_path / "again", svg, ["photo0"], backend, "--rows=2",
+                           "--stroke_color=4278190335", cell="")
+    photo = again.getElementById("photo0")
+    assert remembered(photo) == [f"{3:016x}", f"{1:016x}"]
+
+    (tmp_path / "import").mkdir()
+    imported = run_effect(tmp_path / "import", again, ["photo0"], backend,
+                          effect=effects.ChangeAbstraction, cell="1,0")
+    (layer,) = find_layers(imported)
+    assert layer.get("data-clipascene-job") == f"{3:016x}" and layer.get("data-clipascene-image") == "photo0"
+    assert StrokeStyle.decode(layer.get("data-clipascene-style")).color == "#ff0000"
+
+    (tmp_path / "older").mkdir()
+    older = run_effect(tmp_path / "older", again, ["photo0"], backend,
+                       f"--job={1:016x}", effect=effects.ChangeAbstraction, cell="1,0")
+    assert [layer.get("data-clipascene-job") for layer in find_layers(older)] == [f"{1:016x}"]
+
+
+def test_import_sketch_on_a_photo_never_sketched_says_what_to_do(tmp_path):
+    backend = RecordingBackend(cell_svg(40, 40))
+    photo = f'<image id="photo" width="40" height="40" xlink:href="{png_uri(draw_scene(40, 40))}"/>'
+    with pytest.raises(SystemExit):
+        run_effect(tmp_path, photo, ["photo"], backend, effect=effects.ChangeAbstraction, cell="0,0")
+
+
+def test_the_job_chooser_describes_each_matrix_by_its_settings_newest_first():
+    from clipascene_ext.photojobs import describe, newest_first
+
+    jobs = [{"id": "a", "created": 100.0, "status": "cancelled",
+             "params": {"preset": "preview", "layers": [2, 8], "rows": 4, "strokes": 32, "split": True},
+             "progress": {"cells_done": 3, "cells_total": 10}},
+            {"id": "b", "created": 200.0, "status": "running",
+             "params": {"preset": "standard", "layers": [11], "rows": 8, "strokes": 64, "split": False},
+             "progress": {"cells_done": 0, "cells_total": 9}}]
+    assert [job["id"] for job in newest_first(jobs)] == ["b", "a"]
+    first, second = (describe(job) for job in newest_first(jobs))
+    assert "quality standard" in first and "fidelity 11" in first and "one region" in first
+    assert "sketching" in first and "0 of 9" in first
+    assert "fidelity 2, 8" in second and "4 simplicity rows" in second and "stopped" in second

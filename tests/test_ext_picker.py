@@ -625,6 +625,55 @@ def test_close_keeps_the_job_running(picker, open_picker):
     assert fake.cancelled == []
 
 
+def test_the_viewer_watches_without_importing(picker, open_picker):
+    """The viewer beside Inkscape (a picker in its own process) cannot import: no Import
+    button, a double click imports nothing, and it says how to import."""
+    fake = FakeBackend()
+    window = open_picker(fake, poll=False, view_only=True)
+    _show(window, fake, 3, "running")
+    assert not window.import_button.get_visible()
+    assert "Import Sketch" in window.widget("selection").get_text()
+    window.select(0, 0)
+    window.on_import_clicked()
+    assert not window.dead and window.result is None
+    window.close_button.clicked()
+    assert window.dead and fake.cancelled == []
+
+
+def test_sketch_image_starts_a_viewer_that_outlives_it(picker, display):
+    """viewer.start returns at once and leaves the viewer running in a process of its own
+    (here on an unreachable backend, which its window announces)."""
+    from clipascene_ext import viewer
+
+    job_id = "fedcba9876543210"
+    started = time.monotonic()
+    viewer.start("http://127.0.0.1:9", job_id, "CLIPascene — test", "", b"not a photo")
+    assert time.monotonic() - started < 10
+    try:
+        deadline = time.monotonic() + 10
+        while not _processes("clipascene_ext.viewer", job_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # it has opened its window by now, or died
+        assert _processes("clipascene_ext.viewer", job_id), viewer.log_path().read_text()[-2000:]
+    finally:
+        for pid in _processes("clipascene_ext.viewer", job_id):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _processes(*words: str) -> list[int]:
+    """The pids of processes whose command line holds every one of `words` (through /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if all(word.encode() in command for word in words):
+                pids.append(int(entry.name))
+    return pids
+
+
 def test_failed_job_shows_its_error(picker, open_picker):
     fake = FakeBackend(cells_per_poll=1, fail_after=2)
     fake.notices.append(FALLBACK_NOTICE)

@@ -121,6 +121,63 @@ def test_sketch_image_then_change_abstraction_in_real_inkscape(tmp_path, backend
     assert after[0].get("transform") == layer.get("transform")
 
 
+def _viewers(job_id: str) -> list[int]:
+    """The pids of the matrix viewers Sketch Image started for `job_id` (found through /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"clipascene_ext.viewer" in command and job_id.encode() in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_sketch_image_returns_at_once_and_import_sketch_imports_later(tmp_path, backend):
+    """Sketch Image without a scripted cell gives Inkscape back while the job runs; the photo
+    remembers the job, so Import Sketch on the photo, later, imports a cell of it."""
+    import json
+    import time
+    import urllib.request
+
+    document = tmp_path / "photo.svg"
+    photo_document(document)
+    out = tmp_path / "submitted.svg"
+    sketch_profile = profile(tmp_path / "profile-sketch", backend.url, "org.clipascene.sketch_image",
+                             preset="preview", layers="2", rows="1", strokes="8", split="false",
+                             iterations="400", row_steps="100")
+    started = time.monotonic()
+    result = run_inkscape(sketch_profile, document,
+                          "select-by-id:photo;org.clipascene.sketch-image.noprefs", out)
+    elapsed = time.monotonic() - started
+    assert out.is_file(), f"Inkscape wrote nothing: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    assert elapsed < 60, f"Inkscape was held {elapsed:.0f} s"
+    assert clipascene_layers(out) == []
+    photo = etree.parse(str(out)).getroot().find(f".//{{{SVG_NS}}}image")
+    (job_id,) = photo.get("data-clipascene-jobs").split()
+    try:
+        with urllib.request.urlopen(f"{backend.url}/v1/jobs/{job_id}", timeout=10) as response:
+            assert json.load(response)["status"] in ("queued", "running"), "the job keeps running"
+
+        imported = tmp_path / "imported.svg"
+        import_profile = profile(tmp_path / "profile-import", backend.url,
+                                 "org.clipascene.change_abstraction", cell="1,0")
+        result = run_inkscape(import_profile, out,
+                              "select-by-id:photo;org.clipascene.change-abstraction.noprefs",
+                              imported)
+        assert imported.is_file(), result.stderr[-2000:]
+        (layer,) = clipascene_layers(imported)
+        assert layer.get("data-clipascene-job") == job_id
+        assert layer.get("data-clipascene-cell") == "1,0,combined"
+        assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 2, simplicity 1"
+        assert list(layer.iter(f"{{{SVG_NS}}}path"))
+    finally:
+        for pid in _viewers(job_id):  # the viewer ends with its display; make sure
+            os.kill(pid, 15)
+
+
 def test_linked_photos_from_a_document_in_another_folder(tmp_path, backend):
     """Photos linked the ways Inkscape writes links (relative beside and above the document,
     absolute, a file: URI with a space and non-ASCII letters, an EXIF-rotated JPEG), all

@@ -202,7 +202,8 @@ _LAUNCHER = ("import subprocess, sys\n"
              " start_new_session=True, close_fds=True)\n")
 
 
-def spawn_detached(arguments: list[str], log: Path, cwd: Path | None = None) -> None:
+def spawn_detached(arguments: list[str], log: Path, cwd: Path | None = None,
+                   env: dict | None = None) -> None:
     """Start `arguments` detached from this process (it keeps running after this one exits,
     in its own session), its output appended to `log`; returns once it is started.
 
@@ -211,7 +212,7 @@ def spawn_detached(arguments: list[str], log: Path, cwd: Path | None = None) -> 
     try:
         subprocess.run([sys.executable, "-W", "ignore", "-c", _LAUNCHER, str(log), *arguments],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd=cwd, timeout=60, check=True)
+                       stderr=subprocess.DEVNULL, cwd=cwd, env=env, timeout=60, check=True)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"could not start {Path(arguments[0]).name} ({error}); "
                            f"see {log}.") from None

@@ -1,4 +1,10 @@
-"""The two Inkscape effects: Sketch Image and Change Abstraction.
+"""The two Inkscape effects: Sketch Image and Import Sketch (Change Abstraction).
+
+Sketch Image submits the selected photos to the backend, writes the jobs on each photo
+(`photojobs`), opens a viewer beside Inkscape (`viewer`, its own process) and returns at once:
+Inkscape stays usable while the backend trains. Import Sketch, on a photo, opens the picker
+on that photo's matrices and imports the chosen cell as a new layer; on an imported layer it
+swaps in another cell in place. Scripted, a `cell` parameter waits for that cell instead.
 
 Glue only: the image comes from `source`, the sketch from the backend through `client`, the
 choice from `picker` (or the scripted `cell` parameter), and the strokes go into the document
@@ -16,8 +22,9 @@ from .client import DEFAULT_SERVER, Backend, BackendError
 from .importer import build_layer, find_layers, insert_layer, preview_svg, replace_strokes
 from .mask import mask_png
 from .photo import decode
+from .photojobs import CLIP, SERVER, STYLE, choose_job, remember, remembered
 from .placement import pixel_to_document, visible_pixel_rect
-from .source import image_bytes, selected_images, selected_shapes
+from .source import ImageSource, image_bytes, selected_images, selected_shapes
 from .style import PHOTO, StrokeStyle, option_color
 
 PARTS = ("combined", "foreground", "background")
@@ -114,12 +121,23 @@ def _input_path(options) -> str | None:
     return options.input_file if isinstance(options.input_file, str) else None
 
 
-class SketchImage(inkex.EffectExtension):
-    """Sketch the selected images and import the chosen cell of each as a new layer over it.
+def _import_over(svg, backend: Backend, job_id: str, chosen, source: ImageSource, style: StrokeStyle,
+                 pixels, clip) -> None:
+    """Import the chosen cell of the job as a new layer over the photo of `source`."""
+    transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
+    layer = _import_cell(
+        backend, job_id, chosen, transform, image_id=source.element.get_id(),
+        style=style, pixels=pixels, clip=clip,
+        clip_rect=visible_pixel_rect(source.element, source.pixel_width, source.pixel_height))
+    insert_layer(svg, layer)
 
-    Shapes selected together with a photo are its object mask. Several photos give one job
-    each (all submitted at once) and one picker each, in turn; Close in a picker stops there,
-    leaving the layers imported so far.
+
+class SketchImage(inkex.EffectExtension):
+    """Sketch the selected images: submit one job each, remember them on each photo, open a
+    viewer on each beside Inkscape, and return at once. With the scripted `cell` parameter,
+    wait for that cell of each job and import it as a new layer over its photo.
+
+    Shapes selected together with a photo are its object mask.
     """
 
     def add_arguments(self, pars) -> None:
@@ -180,48 +198,61 @@ class SketchImage(inkex.EffectExtension):
                     for source in sources]
         except BackendError as error:
             raise inkex.AbortExtension(str(error)) from None
+        for source, job in zip(sources, jobs, strict=True):
+            remember(source.element, job["id"], style.encode(), self.options.clip, backend.server)
+        scripted = parse_cell(self.options.cell)
         for number, (source, job) in enumerate(zip(sources, jobs, strict=True), 1):
-            title = f"CLIPascene — {source.filename}"
-            if len(sources) > 1:
-                title += f" ({number} of {len(sources)})"
+            if scripted is None:
+                title = f"CLIPascene — {source.filename}"
+                if len(sources) > 1:
+                    title += f" ({number} of {len(sources)})"
+                self.open_viewer(backend, job["id"], title, style, source.data)
+                continue
             pixels = _pixels(style, source.data)
             try:
-                chosen = choose(backend, job["id"], self.options.cell, title, style=style,
-                                photo=source.data, pixels=pixels)
+                chosen = choose(backend, job["id"], self.options.cell, "", style=style)
             except BackendError as error:
                 raise inkex.AbortExtension(str(error)) from None
-            if chosen is None:
-                return  # closed or cancelled: what was imported so far stays, each layer whole
-            transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
-            layer = _import_cell(
-                backend, job["id"], chosen, transform, image_id=source.element.get_id(),
-                style=style, pixels=pixels, clip=clip,
-                clip_rect=visible_pixel_rect(source.element, source.pixel_width, source.pixel_height))
-            insert_layer(self.svg, layer)
+            _import_over(self.svg, backend, job["id"], chosen, source, style, pixels, clip)
+
+    @staticmethod
+    def open_viewer(backend: Backend, job_id: str, title: str, style: StrokeStyle,
+                    photo: bytes) -> None:
+        """The matrix in a window of its own beside Inkscape (see `viewer`). Without one
+        (no display, no GTK) the job runs all the same and Import Sketch… shows it."""
+        from . import viewer
+
+        try:
+            viewer.start(backend.server, job_id, title, style.encode(), photo)
+        except BackendError:
+            pass  # the viewer is a convenience: the job and its record on the photo stand
 
 
 class ChangeAbstraction(inkex.EffectExtension):
-    """Swap an imported layer's strokes for another cell of the same matrix, in place, styled
-    as they were imported (and as the user restyled them since)."""
+    """Import Sketch…: with a photo selected, open the picker on the matrices sketched of it
+    (the artist picks one when there are several) and import the chosen cell as a new layer
+    over it; with an imported layer (or one of its strokes) selected, swap its strokes for
+    another cell of the same matrix, in place, styled as they were imported (and as the user
+    restyled them since)."""
 
     def add_arguments(self, pars) -> None:
         pars.add_argument("--server", default=DEFAULT_SERVER)
         pars.add_argument("--cell", default="")
+        pars.add_argument("--job", default="")  # scripted: which of the photo's jobs (else the newest)
 
     def imported_layer(self):
-        """The CLIPascene layer the selection is in, or the newest one over a selected image."""
+        """The CLIPascene layer the selection is in, or None when a photo is selected."""
         for element in self.svg.selection.values():
             node = element
             while node is not None and node is not self.svg:
                 if node.get("data-clipascene-job"):
                     return node
                 node = node.getparent()
-            if isinstance(element, inkex.Image):
-                layers = find_layers(self.svg, image_id=element.get_id())
-                if layers:
-                    return layers[-1]
+        if any(isinstance(element, inkex.Image) for element in self.svg.selection.values()):
+            return None
         raise inkex.AbortExtension(
-            "select a layer imported by CLIPascene (or one of its strokes, or its photo).")
+            "select a photo sketched with Sketch Image… (or a layer CLIPascene imported, or "
+            "one of its strokes).")
 
     def photo_bytes(self, image_id: str, needed: bool) -> bytes | None:
         """The bytes of the photo the layer was sketched from; None when it is gone, unless
@@ -242,6 +273,9 @@ class ChangeAbstraction(inkex.EffectExtension):
 
     def effect(self) -> None:
         layer = self.imported_layer()
+        if layer is None:
+            self.import_onto_photo()
+            return
         job_id = layer.get("data-clipascene-job")
         current = parse_cell(layer.get("data-clipascene-cell", ""))
         style = StrokeStyle.decode(layer.get("data-clipascene-style"))
@@ -259,3 +293,56 @@ class ChangeAbstraction(inkex.EffectExtension):
         replacement = _import_cell(backend, job_id, chosen, inkex.Transform(layer.get("transform")),
                                    image_id=image_id, style=style, pixels=pixels)
         replace_strokes(layer, replacement)
+
+    def photo_jobs(self, image) -> list[str]:
+        """The jobs remembered on the photo, then those of the layers imported over it."""
+        jobs = remembered(image)
+        for layer in reversed(find_layers(self.svg, image_id=image.get_id())):
+            if layer.get("data-clipascene-job") not in jobs:
+                jobs.append(layer.get("data-clipascene-job"))
+        return jobs
+
+    def import_onto_photo(self) -> None:
+        """Open the picker on the selected photo's matrices and import the chosen cell as a
+        new layer over it, styled as chosen in Sketch Image's dialog."""
+        images = [element for element in self.svg.selection.values() if isinstance(element, inkex.Image)]
+        if len(images) > 1:
+            raise inkex.AbortExtension("select one photo to import a sketch of it.")
+        (image,) = images
+        job_ids = self.photo_jobs(image)
+        if not job_ids:
+            raise inkex.AbortExtension(
+                "this photo has not been sketched yet: choose Extensions ▸ CLIPascene ▸ "
+                "Sketch Image… first (its matrix can then be imported from here at any time).")
+        backend = _backend(image.get(SERVER) or self.options.server)
+        jobs = []
+        for job_id in job_ids:
+            try:
+                jobs.append(backend.job(job_id))
+            except BackendError:
+                continue  # purged from the backend (or never there): not offered
+        if not jobs:
+            raise inkex.AbortExtension(
+                "the backend no longer has the sketches of this photo (they were purged, or it "
+                "keeps its jobs in another data folder): sketch it again with Sketch Image….")
+        (source,) = selected_images(self.svg, [image], self.document_path(), _input_path(self.options))
+        style = StrokeStyle.decode(image.get(STYLE))
+        clip = {"auto": None, "on": True, "off": False}.get(image.get(CLIP) or "auto")
+        pixels = _pixels(style, source.data)
+        cell = parse_cell(self.options.cell)
+        if cell is not None:
+            job = next((job for job in jobs if job["id"] == self.options.job), jobs[0])
+        else:
+            try:
+                job = choose_job(jobs, f"CLIPascene — {source.filename}")
+            except RuntimeError as error:
+                raise inkex.AbortExtension(str(error)) from None
+            if job is None:
+                return
+        try:
+            chosen = choose(backend, job["id"], self.options.cell, f"CLIPascene — {source.filename}",
+                            style=style, photo=source.data, pixels=pixels)
+        except BackendError as error:
+            raise inkex.AbortExtension(str(error)) from None
+        if chosen is not None:
+            _import_over(self.svg, backend, job["id"], chosen, source, style, pixels, clip)

@@ -42,6 +42,9 @@ POLL_INTERVAL_S = 1.0
 #: While the job's event stream is open the picker asks for the job when an event says
 #: something changed, and polls only this seldom, in case an event was missed.
 STREAM_POLL_INTERVAL_S = 15.0
+#: What the viewer (a picker that cannot import: its own process, Inkscape stays free) says.
+HOW_TO_IMPORT = ("To import a sketch: select the photo in Inkscape, then Extensions ▸ CLIPascene ▸ "
+                 "Import Sketch…")
 CPU_ADVICE = ("Fewer fidelity columns or simplicity rows, the quick draft, or a backend on a "
               "computer with a GPU make it faster.")
 MASK_TINT = (230, 40, 90)  # the colour the foreground object is tinted with in the mask view
@@ -101,7 +104,7 @@ class PickerWindow(Window):
              initial: Choice | None = None, *, poll: bool = True,
              poll_interval: float = POLL_INTERVAL_S,
              preview: Callable[[bytes], bytes] | None = None,
-             photo: bytes | None = None) -> PickerWindow:
+             photo: bytes | None = None, view_only: bool = False) -> PickerWindow:
         """Show a picker for `job_id` without running a main loop (the caller runs it).
 
         initial: a (row, column, part) chosen beforehand, e.g. the cell being replaced.
@@ -110,10 +113,12 @@ class PickerWindow(Window):
         preview: turns the chosen cell's SVG into the SVG shown beside the matrix (the strokes
         styled as they will be imported, over the photo); without it the thumbnail is shown.
         photo: the photo's bytes, for the object mask view.
+        view_only: a viewer that watches the job without importing (no Import button; it says
+        how to import instead), as `viewer` runs it beside Inkscape.
         """
         app = PickerApp(start_loop=False, backend=backend, job_id=job_id, title=title,
                         initial=initial, poll=poll, poll_interval=poll_interval,
-                        preview=preview, photo=photo)
+                        preview=preview, photo=photo, view_only=view_only)
         return app.window
 
     # --- set-up (inkex.gui calls load_widgets from Window.init, after connecting signals) -----
@@ -138,6 +143,11 @@ class PickerWindow(Window):
         self.mask_button = self.widget("mask_button")
         self._styler: Callable[[bytes], bytes] | None = options.get("preview")
         self._photo: bytes | None = options.get("photo")
+        self.view_only: bool = bool(options.get("view_only"))
+        if self.view_only:
+            self.import_button.hide()
+            self.close_button.set_tooltip_text("Close this window; the job keeps running. "
+                                               + HOW_TO_IMPORT + " to see it again and import.")
         self.window.set_title(options.get("title") or "CLIPascene")
         self.widget("heading").set_text(options.get("title") or "CLIPascene")
 
@@ -392,13 +402,14 @@ class PickerWindow(Window):
         info = self._ready.get(self.selected) if self.selected else None
         self.import_button.set_sensitive(info is not None and not self._cancelling)
         if self.selected is None or self._layout is None:
-            text = "No sketch chosen yet."
+            text = HOW_TO_IMPORT + "." if self.view_only else "No sketch chosen yet."
         else:
             row, column = self.selected
             where = "fidelity" if row == 0 else f"simplicity {row}"
             text = f"Layer {self._layout[1][column]}, {where}: " + (
                 _caption(info, self.part, self._status) if info else "not ready yet")
         self.widget("selection").set_text(text)
+        self.widget("selection").set_tooltip_text(HOW_TO_IMPORT if self.view_only else None)
         self._show_preview()
 
     # --- user actions ------------------------------------------------------------------------
@@ -441,7 +452,7 @@ class PickerWindow(Window):
         return False
 
     def on_import_clicked(self, _button=None):
-        if self.selected in self._ready:
+        if self.selected in self._ready and not self.view_only:
             self._finish((*self.selected, self.part))
 
     def on_close_clicked(self, _button=None):
