@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 import inkex  # noqa: E402
 from clipascene_ext import effects  # noqa: E402
 from clipascene_ext.importer import (  # noqa: E402
-    LAYER_LABEL,
     build_layer,
     find_layers,
     insert_layer,
@@ -260,8 +259,9 @@ class TaggingTests(unittest.TestCase):
         self.assertIs(layer.getparent(), self.svg)
         self.assertIs(self.svg[-1], layer)  # topmost
         self.assertEqual(layer.get("inkscape:groupmode"), "layer")
-        self.assertEqual(layer.get("inkscape:label"), "CLIPascene — fidelity 8, simplicity 3")
-        self.assertEqual(LAYER_LABEL.format(layer=8, row=3), layer.get("inkscape:label"))
+        self.assertEqual(layer.get("inkscape:label"), "CLIPascene — Fidelity 8 · Simplicity 3")
+        self.assertEqual(self.build(cell, part="foreground").get("inkscape:label"),
+                         "CLIPascene — Fidelity 8 · Simplicity 3 · Foreground")
         self.assertEqual(layer.get("data-clipascene-job"), "abc123")
         self.assertEqual(layer.get("data-clipascene-cell"), "3,1,combined")
         self.assertEqual(layer.get("data-clipascene-layer"), "8")
@@ -430,7 +430,7 @@ class ChangeAbstractionTests(unittest.TestCase):
                          (layer_id, position, moved_text))
         self.assertIs(svg[position + 1], above)
         self.assertEqual(layer.get("style"), "display:none")
-        self.assertEqual(layer.get("inkscape:label"), "CLIPascene — fidelity 11, simplicity 4")
+        self.assertEqual(layer.get("inkscape:label"), "CLIPascene — Fidelity 11 · Simplicity 4")
         self.assertEqual(layer.get("data-clipascene-cell"), "4,2,combined")
         self.assertEqual(layer.get("data-clipascene-layer"), "11")
         self.assertEqual(layer.get("data-clipascene-image"), "photo")

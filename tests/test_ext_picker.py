@@ -323,9 +323,9 @@ def test_grid_has_fidelity_columns_and_simplicity_rows(picker, open_picker):
     window = open_picker(fake, poll=False)
     _show(window, fake, 0, "queued")
     grid = window.grid
-    assert [grid.get_child_at(column + 1, 0).get_text() for column in range(2)] == ["Layer 4", "Layer 8"]
+    assert [grid.get_child_at(column + 1, 0).get_text() for column in range(2)] == ["Fidelity 4", "Fidelity 8"]
     assert [grid.get_child_at(0, row + 1).get_text() for row in range(3)] == [
-        "Fidelity", "Simplicity 1", "Simplicity 2"]
+        "Simplicity 0", "Simplicity 1", "Simplicity 2"]
     assert sorted(window.cells) == [(row, column) for row in range(3) for column in range(2)]
     assert window.progress.get_fraction() == 0.0
     assert window.progress.get_text() == "Queued · 0/6 cells"
@@ -333,7 +333,7 @@ def test_grid_has_fidelity_columns_and_simplicity_rows(picker, open_picker):
 
     _show(window, fake, 3, "running")
     assert window.progress.get_fraction() == pytest.approx(0.5)
-    assert window.progress.get_text() == "Training · 3/6 cells · ETA 15 s"
+    assert window.progress.get_text() == "Sketching · 3/6 cells · ETA 15 s"
     assert window.cells[(0, 0)].caption.get_text() == "21 strokes"
     assert window.cells[(2, 1)].caption.get_text() == "sketching…"
 
@@ -344,11 +344,11 @@ def test_progress_moves_during_the_fidelity_stage_before_any_cell(picker, open_p
     window = open_picker(fake, poll=False)
     _show(window, fake, 0, "running")
     assert window.progress.get_fraction() == pytest.approx(0.3)
-    assert window.progress.get_text() == "Fidelity · 0/6 cells · ETA 30 s"
+    assert window.progress.get_text() == "Sketching · 0/6 cells · ETA 30 s"
     fake.stage, fake.fraction = "simplicity", 0.8
     _show(window, fake, 2, "running")
     assert window.progress.get_fraction() == pytest.approx(0.8)
-    assert window.progress.get_text().startswith("Simplicity · 2/6 cells")
+    assert window.progress.get_text().startswith("Simplifying · 2/6 cells")
 
 
 def test_captions_count_strokes_not_the_pieces_they_are_cut_into(picker, open_picker):
@@ -377,6 +377,10 @@ def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picke
                            " · step 1,234 of 27,000 · on the CPU")
     assert "About 1 h 30 min more on this computer." in text
     assert "a GPU make it faster" in text
+    assert "quick draft" not in text, "it runs the quick draft's steps already"
+    record["params"] = {"preset": "preview"}
+    window.apply_status(record, fake.manifest())
+    assert "the quick draft" in window.details.get_text()
     record.update(device="cuda:0")
     window.apply_status(record, fake.manifest())
     assert window.details.get_text().endswith("on cuda:0"), "no CPU advice on a GPU"
@@ -440,6 +444,8 @@ def test_the_object_mask_is_shown_over_the_photo(picker, open_picker):
     assert tinted in colours, "the object is tinted"
     _show(window, fake, 2, "running")
     assert fake.mask_requests == 1, "the mask is fetched once"
+    window.select(0, 0)
+    assert not window.mask_button.get_active(), "choosing a sketch shows the sketch again"
 
     without = FakeBackend()
     without.has_mask = False
@@ -474,7 +480,7 @@ def test_progress_moves_with_a_real_backend_during_the_fidelity_stage(picker, op
         window.progress.connect("notify::fraction", lambda bar, _spec: seen.append(
             (bar.get_text(), bar.get_fraction())))
         assert picker.process_events(lambda: window.progress.get_text().startswith("Done"), timeout=120)
-        during = [fraction for text, fraction in seen if text.startswith("Fidelity · 0/1")]
+        during = [fraction for text, fraction in seen if text.startswith("Sketching · 0/1")]
         assert during and max(during) > 0.05, seen
         window.close_button.clicked()
         picker.process_events()
@@ -505,11 +511,11 @@ def test_matrix_fills_in_live_and_polling_stops_when_done(picker, open_picker):
     assert picker.process_events(
         lambda: window.progress.get_text().startswith("Done") and len(_thumbnails(window)) == 6, timeout=10)
     texts = [text for text, _, _ in seen]
-    assert "Training · 3/6 cells · ETA 15 s" in texts
+    assert "Sketching · 3/6 cells · ETA 15 s" in texts
     assert texts[-1] == "Done · 6/6 cells"
     fractions = [fraction for _, fraction, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert 0 < max(count for text, _, count in seen if text.startswith("Training · 4/6")) < 6
+    assert 0 < max(count for text, _, count in seen if text.startswith("Sketching · 4/6")) < 6
 
     polls = fake.polls
     picker.process_events(lambda: False, timeout=0.3)

@@ -99,7 +99,7 @@ def test_sketch_image_then_change_abstraction_in_real_inkscape(tmp_path, backend
     assert len(layers) == 1, result.stderr[-2000:]
     layer = layers[0]
     assert layer.get(f"{{{INKSCAPE_NS}}}groupmode") == "layer"
-    assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 2, simplicity 1"
+    assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — Fidelity 2 · Simplicity 1"
     assert layer.get("data-clipascene-cell") == "1,0,combined"
     paths = list(layer.iter(f"{{{SVG_NS}}}path"))
     assert paths and all(" C " in f" {path.get('d')} " or "C" in path.get("d") for path in paths)
@@ -117,7 +117,7 @@ def test_sketch_image_then_change_abstraction_in_real_inkscape(tmp_path, backend
     assert changed.is_file(), result.stderr[-2000:]
     after = clipascene_layers(changed)
     assert len(after) == 1 and after[0].get("id") == layer.get("id")
-    assert after[0].get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 8, simplicity 2"
+    assert after[0].get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — Fidelity 8 · Simplicity 2"
     assert after[0].get("transform") == layer.get("transform")
 
 
@@ -171,7 +171,7 @@ def test_sketch_image_returns_at_once_and_import_sketch_imports_later(tmp_path, 
         (layer,) = clipascene_layers(imported)
         assert layer.get("data-clipascene-job") == job_id
         assert layer.get("data-clipascene-cell") == "1,0,combined"
-        assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — fidelity 2, simplicity 1"
+        assert layer.get(f"{{{INKSCAPE_NS}}}label") == "CLIPascene — Fidelity 2 · Simplicity 1"
         assert list(layer.iter(f"{{{SVG_NS}}}path"))
     finally:
         for pid in _viewers(job_id):  # the viewer ends with its display; make sure

@@ -25,8 +25,9 @@ from lxml import etree
 
 from .source import SUPPORTED_FORMATS, sniff_format
 from .style import StrokeStyle, styled_stroke, taper_effect
+from .words import cell_name
 
-LAYER_LABEL = "CLIPascene — fidelity {layer}, simplicity {row}"
+LAYER_LABEL = "CLIPascene — {cell}"  # words.cell_name
 #: Cell group id -> the label of the sub-group in the imported layer.
 REGION_LABELS = {"background": "Background", "foreground": "Foreground", "scene": "Sketch"}
 
@@ -65,7 +66,7 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
     """
     cell = _parse_cell(cell_svg)
     style = style or StrokeStyle()
-    result = inkex.Layer.new(LAYER_LABEL.format(layer=layer, row=row))
+    result = inkex.Layer.new(LAYER_LABEL.format(cell=cell_name(layer, row, part)))
     result.set("data-clipascene-job", str(job_id))
     result.set("data-clipascene-cell", f"{int(row)},{int(column)},{part}")
     result.set("data-clipascene-layer", str(layer))

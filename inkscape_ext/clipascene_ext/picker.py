@@ -30,7 +30,9 @@ with warnings.catch_warnings():
     from gi.repository import Gdk, GdkPixbuf, GLib, Gtk
     from inkex.gui import GtkApp, Window
 
+from .effects import DRAFT
 from .photo import load_pixbuf
+from .words import cell_name, fidelity, simplicity
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,12 @@ HOW_TO_IMPORT = ("To import a sketch: select the photo in Inkscape, then Extensi
                  "Import Sketch…")
 CPU_ADVICE = ("Fewer fidelity columns or simplicity rows, the quick draft, or a backend on a "
               "computer with a GPU make it faster.")
+#: The advice for a job that already runs as few steps as the quick draft (or fewer).
+CPU_ADVICE_DRAFTED = ("Fewer fidelity columns or simplicity rows, or a backend on a computer "
+                      "with a GPU make it faster.")
+#: The progress bar's words for the backend's stages and statuses.
+STAGES = {"preprocessing": "Preparing the photo", "training": "Sketching", "fidelity": "Sketching",
+          "simplicity": "Simplifying"}
 MASK_TINT = (230, 40, 90)  # the colour the foreground object is tinted with in the mask view
 CSS = b"""
 button.clipascene-cell { padding: 4px; }
@@ -254,13 +262,13 @@ class PickerWindow(Window):
         self.cells = {}
         self._layout = (rows, layers)
         for column, layer in enumerate(layers):
-            header = Gtk.Label(label=f"Layer {layer}")
-            header.set_tooltip_text(f"Fidelity: CLIP layer {layer}; a lower layer keeps the "
-                                    "photo's geometry, a higher one only its meaning.")
+            header = Gtk.Label(label=fidelity(layer))
+            header.set_tooltip_text(f"How closely the strokes follow the photo: {layer} (of 0–11); "
+                                    "a low number follows its shapes, a high one only its meaning.")
             self.grid.attach(header, column + 1, 0, 1, 1)
         for row in range(rows):
-            header = Gtk.Label(label="Fidelity" if row == 0 else f"Simplicity {row}")
-            header.set_tooltip_text("The fidelity sketch, before any simplification." if row == 0 else
+            header = Gtk.Label(label=simplicity(row))
+            header.set_tooltip_text("The full sketch, before any simplification." if row == 0 else
                                     f"Simplified {row} time(s): fewer strokes, same look.")
             header.set_xalign(1.0)
             self.grid.attach(header, 0, row + 1, 1, 1)
@@ -382,7 +390,7 @@ class PickerWindow(Window):
         self.progress.set_fraction(min(max(fraction, 0.0), 1.0))
         stage = self._status if self._status in FINAL or self._status == "queued" else (
             progress.get("stage") or self._status)
-        parts = [stage.capitalize(), f"{done}/{total} cells"]
+        parts = [STAGES.get(stage, stage.capitalize()), f"{done}/{total} cells"]
         eta = progress.get("eta_s")
         if self._status == "running" and eta is not None:
             parts.append(f"ETA {_duration(eta)}")
@@ -405,8 +413,7 @@ class PickerWindow(Window):
             text = HOW_TO_IMPORT + "." if self.view_only else "No sketch chosen yet."
         else:
             row, column = self.selected
-            where = "fidelity" if row == 0 else f"simplicity {row}"
-            text = f"Layer {self._layout[1][column]}, {where}: " + (
+            text = f"{cell_name(self._layout[1][column], row)}: " + (
                 _caption(info, self.part, self._status) if info else "not ready yet")
         self.widget("selection").set_text(text)
         self.widget("selection").set_tooltip_text(HOW_TO_IMPORT if self.view_only else None)
@@ -419,6 +426,8 @@ class PickerWindow(Window):
         if self.cells and (row, column) not in self.cells:
             raise ValueError(f"the matrix has no cell at row {row}, column {column}.")
         self.selected = (row, column)
+        if self.mask_button.get_active():  # choosing a sketch shows it, not the mask
+            self.mask_button.set_active(False)
         self._refresh_cells()
 
     def set_part(self, part: str) -> None:
@@ -739,7 +748,9 @@ def _details(job: dict, status: str, preset: dict | None = None) -> str:
     text = " · ".join(parts)
     eta = progress.get("eta_s")
     if device.startswith("cpu") and status not in FINAL and eta is not None and eta > 60:
-        text += f"\nAbout {_duration(eta)} more on this computer. {CPU_ADVICE}"
+        drafted = 0 < int(params.get("iterations") or 0) <= DRAFT["iterations"]
+        text += (f"\nAbout {_duration(eta)} more on this computer. "
+                 f"{CPU_ADVICE_DRAFTED if drafted else CPU_ADVICE}")
     return text
 
 
