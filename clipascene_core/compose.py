@@ -399,3 +399,21 @@ def cut_strokes(strokes: StrokeSet, polygons: list[np.ndarray]) -> StrokeSet:
         strokes.height,
         names,
     )
+
+
+def trim_to_frame(strokes: StrokeSet) -> StrokeSet:
+    """The parts of each stroke inside its frame (0..width x 0..height), cut exactly as
+    `cut_strokes` cuts at an outline, so every consumer of a cell gets what its thumbnail
+    shows (strokes may leave the image where the canvas pads it, or when pushed off it).
+
+    The frame is a hole in a rectangle around every control point (a cubic stays inside
+    their hull): under the even-odd rule its inside is what `cut_strokes` keeps.
+    """
+    if len(strokes) == 0:
+        return strokes
+    width, height = float(strokes.width), float(strokes.height)
+    low = min(float(strokes.points.min()), 0.0) - 1.0
+    high = max(float(strokes.points.max()), width, height) + 1.0
+    around = np.array([[low, low], [high, low], [high, high], [low, high]])
+    frame = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
+    return cut_strokes(strokes, [around, frame])

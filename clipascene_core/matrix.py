@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from . import __version__
 from .column import ColumnChain
+from .compose import trim_to_frame
 from .config import SketchConfig, config_dict, region_label, step_counts
 from .engine import CellSketch, Engine, Progress
 from .fidelity import loss_terms
@@ -113,9 +114,9 @@ class MatrixWriter:
     def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray) -> StrokeSet:
         plan = self.regions[region]
         names = [f"stroke-{index}" for index in np.flatnonzero(keep)]
-        return StrokeSet(plan.to_image.apply(points[keep]),
-                         self.config.stroke_width * plan.width_scale,
-                         self.frame.image_width, self.frame.image_height, names)
+        return trim_to_frame(StrokeSet(plan.to_image.apply(points[keep]),
+                                       self.config.stroke_width * plan.width_scale,
+                                       self.frame.image_width, self.frame.image_height, names))
 
     def add(self, sketch: CellSketch) -> None:
         """A region's sketch of a cell is final: write it, and the cell once every region's is."""

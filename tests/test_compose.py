@@ -14,6 +14,7 @@ from clipascene_core.compose import (
     mask_outline,
     outside_intervals,
     split_cubic,
+    trim_to_frame,
 )
 from clipascene_core.strokes import StrokeSet
 
@@ -323,3 +324,28 @@ def test_cut_strokes_performance_on_a_large_mask():
     assert elapsed < 5.0
     assert len(polygons) == 2
     assert len(cut) > 0
+
+
+def test_trim_to_frame_keeps_exactly_the_parts_inside_the_image():
+    """A 100 x 60 frame: a stroke inside stays whole, one crossing the right edge is cut at
+    x = 100 (the same curve up to there), one wholly outside vanishes, one leaving and coming
+    back in through the top edge keeps its two inside pieces; widths and names carry over."""
+    inside = np.array([[10, 10], [20, 30], [40, 30], [50, 10]], dtype=float)
+    crossing = np.array([[60, 30], [90, 30], [120, 30], [150, 30]], dtype=float)
+    outside = np.array([[-50, -40], [-30, -45], [-20, -30], [-10, -20]], dtype=float)
+    looping = np.array([[20, 20], [30, -60], [70, -60], [80, 20]], dtype=float)
+    strokes = StrokeSet(np.stack([inside, crossing, outside, looping]), np.array([1.0, 2.0, 3.0, 4.0]),
+                        100, 60, ["stroke-0", "stroke-1", "stroke-2", "stroke-3"])
+    trimmed = trim_to_frame(strokes)
+    assert trimmed.names == ["stroke-0", "stroke-1.0", "stroke-3.0", "stroke-3.1"]
+    assert list(trimmed.widths) == [1.0, 2.0, 4.0, 4.0]
+    assert trimmed.stroke_count == 3
+    np.testing.assert_array_equal(trimmed.points[0], inside)
+    np.testing.assert_allclose(trimmed.points[1][[0, 3]], [[60, 30], [100, 30]], atol=1e-9)
+    for piece in trimmed.points:  # every point of every piece, not only the ends, is inside
+        samples = bezier(piece, np.linspace(0, 1, 101))
+        assert (samples >= -1e-9).all() and (samples[:, 0] <= 100 + 1e-9).all()
+        assert (samples[:, 1] <= 60 + 1e-9).all()
+    for end in trimmed.points[2:][:, [0, 3]].reshape(-1, 2):
+        assert end[1] == pytest.approx(0, abs=1e-9) or end[1] == pytest.approx(20)
+    assert len(trim_to_frame(StrokeSet(np.zeros((0, 4, 2)), 1.0, 100, 60))) == 0

@@ -80,17 +80,42 @@ def test_manifest_describes_every_cell(matrix):
             assert all(cell["pieces"][region] >= cell["strokes"][region] for cell in column)
 
 
-def test_rows_are_nested_per_region(matrix):
+def test_rows_keep_the_ids_of_the_fidelity_sketchs_strokes(matrix):
+    """Down a column a stroke keeps its id (its pieces, cut at the image frame, are NAME.k),
+    and rows never draw more strokes than the sketch above kept. (Which strokes a row keeps
+    is nested: test_simplicity; a kept stroke lying wholly outside the photo in one row is
+    trimmed away there, so the SVGs alone cannot show the nesting.)"""
     out, manifest = matrix
     for layer in manifest["layers"]:
         for part in ("foreground", "background"):
             previous = None
             for row in range(manifest["rows"]):
                 cell = next(c for c in manifest["cells"] if c["row"] == row and c["layer"] == layer)
-                names = set(next(iter(read_svg(out / cell["files"][part]).values())).names)
-                if previous is not None:
-                    assert names <= previous
-                previous = names
+                names = {name.split(".")[0] for name in
+                         next(iter(read_svg(out / cell["files"][part]).values())).names}
+                assert names <= {f"stroke-{index}" for index in range(12)}
+                kept = cell["regions"][part]["strokes"]
+                assert previous is None or kept <= previous
+                previous = kept
+
+
+def test_every_stroke_of_every_cell_lies_inside_the_image_frame(matrix):
+    """The photo (200 x 140) is padded to a square canvas: strokes that wander onto the
+    padding are trimmed at the frame, so what is imported is what the thumbnails show."""
+    out, manifest = matrix
+    trimmed = False
+    for cell in manifest["cells"]:
+        for part, name in cell["files"].items():
+            if part == "png":
+                continue
+            for strokes in read_svg(out / name).values():
+                samples = bezier_samples(torch.from_numpy(strokes.points), 33).numpy()
+                assert samples.size == 0 or (
+                    (samples[..., 0] >= -1e-6).all() and (samples[..., 0] <= 200 + 1e-6).all()
+                    and (samples[..., 1] >= -1e-6).all() and (samples[..., 1] <= 140 + 1e-6).all()
+                ), (name, samples.min(axis=(0, 1)), samples.max(axis=(0, 1)))
+                trimmed |= any("." in stroke for stroke in strokes.names)
+    assert trimmed, "no stroke crossed the frame: this run does not test the trimming"
 
 
 def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground(matrix):
