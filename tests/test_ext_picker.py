@@ -8,6 +8,7 @@ Set CLIPASCENE_SAVE_SCREENSHOTS=1 to write docs/images/picker.png.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
@@ -678,6 +679,78 @@ def _processes(*words: str) -> list[int]:
             if all(word.encode() in command for word in words):
                 pids.append(int(entry.name))
     return pids
+
+
+FIT_SCRIPT = """
+import json, time, warnings
+warnings.simplefilter("ignore")
+from clipascene_ext import picker
+
+class Offline:
+    def __getattr__(self, name):
+        def refuse(*arguments, **keywords):
+            raise RuntimeError("offline")
+        return refuse
+
+window = picker.PickerWindow.open(Offline(), "0123456789abcdef", "CLIPascene — photo.jpg", poll=False,
+                                  preview=lambda svg: svg)
+notice = ("No saliency weights (U²-Net) were found: the foreground mask came from OpenCV's "
+          "classical saliency instead. Run `python3 install.py` to get them.")
+job = {"status": "running", "device": "cpu", "params": {"preset": "preview"}, "notices": [notice] * 3,
+       "progress": {"stage": "fidelity", "fraction": 0.2, "steps_done": 100, "steps_total": 5000,
+                    "eta_s": 5400}}
+matrix = {"status": "running", "rows": 9, "layers": [2, 8, 11], "split": True, "cells_done": 0,
+          "cells_total": 27, "cells": [{"row": row, "column": column, "ready": False}
+                                       for row in range(9) for column in range(3)]}
+window.apply_status(job, matrix)
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    picker.process_events(timeout=0.1)
+
+def box(widget):
+    allocation = widget.get_allocation()
+    x, y = widget.translate_coordinates(window.window, 0, 0)[-2:]
+    return [x, y, allocation.width, allocation.height]
+
+area = window.window.get_display().get_monitor(0).get_workarea()
+print(json.dumps({"area": [area.width, area.height], "window": list(window.window.get_size()),
+                  "scroller": box(window.widget("matrix_scroller")),
+                  "buttons": [box(button) for button in (window.import_button, window.close_button)],
+                  "cells": [box(view.button) for (row, column), view in sorted(window.cells.items())
+                            if row < 2]}))
+"""
+
+
+@pytest.mark.parametrize("screen", [(1366, 768), (1280, 800)])
+def test_the_picker_fits_a_laptop_screen(picker, screen, tmp_path):
+    """On 1366 x 768 and 1280 x 800 the picker shows all three fidelity columns, two whole
+    simplicity rows and its buttons, with room left for the panels and the title bar."""
+    from clipascene_ext.screen import fit_sizes, window_size
+
+    width, height = screen
+    thumbnail, preview = fit_sizes(width, height, 3)
+    needed = window_size(thumbnail, preview, 3, 2)
+    assert needed[0] <= width and needed[1] <= height - 40, (thumbnail, preview, needed)
+    assert thumbnail >= 120, "thumbnails stay large enough to judge a sketch"
+
+    if shutil.which("xvfb-run") is None:
+        _unavailable("xvfb-run is needed to open the picker on a screen of another size")
+    script = tmp_path / "fit.py"
+    script.write_text(FIT_SCRIPT, encoding="utf-8")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXTENSION_DIR), *sys.path]))
+    environment.pop("DISPLAY", None)
+    result = subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {width}x{height}x24", sys.executable,
+                             str(script)], env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    window_width, window_height = shown["window"]
+    assert window_width <= width and window_height <= height
+    for x, y, button_width, button_height in shown["buttons"]:
+        assert x + button_width <= window_width and y + button_height <= window_height
+    x0, y0, scroller_width, scroller_height = shown["scroller"]
+    for x, y, cell_width, cell_height in shown["cells"]:  # the first two rows, every column
+        assert x0 <= x and x + cell_width <= x0 + scroller_width, "a column is cut off"
+        assert y0 <= y and y + cell_height <= y0 + scroller_height, "a row is cut off"
 
 
 def test_failed_job_shows_its_error(picker, open_picker):

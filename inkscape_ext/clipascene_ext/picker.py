@@ -32,14 +32,15 @@ with warnings.catch_warnings():
 
 from .effects import DRAFT
 from .photo import load_pixbuf
+from .screen import PREVIEW_MAX, THUMBNAIL_MAX, fit_sizes
 from .words import cell_name, fidelity, simplicity
 
 logger = logging.getLogger(__name__)
 
 PARTS = ("combined", "foreground", "background")
 FINAL = ("done", "failed", "cancelled")
-THUMBNAIL_SIZE = 160  # px, the longer side of a cell's thumbnail
-PREVIEW_SIZE = 320  # px, the longer side of the styled preview and the mask view
+THUMBNAIL_SIZE = THUMBNAIL_MAX  # px, the longer side of a cell's thumbnail (less on small screens)
+PREVIEW_SIZE = PREVIEW_MAX  # px, the longer side of the styled preview and the mask view
 POLL_INTERVAL_S = 1.0
 #: While the job's event stream is open the picker asks for the job when an event says
 #: something changed, and polls only this seldom, in case an event was missed.
@@ -183,6 +184,8 @@ class PickerWindow(Window):
         self._mask_state = "unknown"  # "unknown", "requested", "shown" or the reason it is not
 
         _add_style(self.window.get_screen())
+        self.thumbnail_size, self.preview_size = THUMBNAIL_SIZE, PREVIEW_SIZE
+        self._fit_sizes(3)
 
         # One worker thread does all network I/O: status polls and thumbnail downloads.
         self._requests: queue.Queue = queue.Queue()
@@ -249,14 +252,27 @@ class PickerWindow(Window):
 
     def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
         """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
-        pixbuf = png if isinstance(png, GdkPixbuf.Pixbuf) else _decode_png(png)
+        pixbuf = png if isinstance(png, GdkPixbuf.Pixbuf) else _decode_png(png, self.thumbnail_size)
         self._requested.discard(("thumbnail", row, column, part))
         self._thumbnails[(row, column, part)] = pixbuf
         cell = self.cells.get((row, column))
         if cell is not None and part == self.part:
             cell.image.set_from_pixbuf(pixbuf)
 
+    def _fit_sizes(self, columns: int) -> None:
+        """Thumbnails and preview as large as the screen allows with every column, two rows
+        and the buttons in view (screen.fit_sizes)."""
+        display = self.window.get_display()
+        monitor = display.get_primary_monitor() or display.get_monitor(0)
+        if monitor is None:
+            return
+        area = monitor.get_workarea()
+        self.thumbnail_size, self.preview_size = fit_sizes(area.width, area.height, columns)
+        self.preview.set_size_request(self.preview_size, self.preview_size * 3 // 4)
+
     def _build_grid(self, rows: int, layers: tuple[int, ...]) -> None:
+        if len(layers) != len((self._layout or (0, ()))[1]) and not self._thumbnails:
+            self._fit_sizes(len(layers))
         for child in self.grid.get_children():
             self.grid.remove(child)
         self.cells = {}
@@ -282,7 +298,7 @@ class PickerWindow(Window):
 
     def _make_cell(self, row: int, column: int) -> CellView:
         image = Gtk.Image()
-        image.set_size_request(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+        image.set_size_request(self.thumbnail_size, self.thumbnail_size)
         image.get_style_context().add_class("clipascene-thumbnail")
         caption = Gtk.Label(label="")
         caption.get_style_context().add_class("dim-label")
@@ -398,7 +414,9 @@ class PickerWindow(Window):
 
     def _show_notice(self) -> None:
         lines = [line for line in (self._outcome, self._problem, *self._job_notices) if line]
-        self.notice.set_text("\n".join(lines))
+        # One paragraph, so that the label's two lines are all it takes; all of it in the tooltip.
+        self.notice.set_text("  •  ".join(lines))
+        self.notice.set_tooltip_text("\n".join(lines) or None)
         self.notice.set_visible(bool(lines))
         style = self.notice.get_style_context()
         if self._status == "failed" or self._problem:
@@ -561,14 +579,15 @@ class PickerWindow(Window):
         kind, *where = request
         if kind == "thumbnail":
             row, column, part = where
-            png = self.backend.cell_png(self.job_id, row, column, part=part, size=THUMBNAIL_SIZE)
-            self._post(self.apply_thumbnail, row, column, part, _decode_png(png))
+            png = self.backend.cell_png(self.job_id, row, column, part=part, size=self.thumbnail_size)
+            self._post(self.apply_thumbnail, row, column, part, _decode_png(png, self.thumbnail_size))
         elif kind == "preview":
             row, column, part = where
             svg = self._styler(self.backend.cell_svg(self.job_id, row, column, part))
-            self._post(self.apply_preview, row, column, part, _render_svg(svg))
+            self._post(self.apply_preview, row, column, part, _render_svg(svg, self.preview_size))
         elif kind == "mask":
-            self._post(self.apply_mask, _mask_view(self.backend.mask_png(self.job_id), self._photo))
+            self._post(self.apply_mask, _mask_view(self.backend.mask_png(self.job_id), self._photo,
+                                                   self.preview_size))
 
     def _cancel(self) -> None:
         try:
@@ -675,12 +694,12 @@ def _fit(pixbuf: GdkPixbuf.Pixbuf, size: int, grow: bool = True) -> GdkPixbuf.Pi
     return pixbuf
 
 
-def _render_svg(svg: bytes) -> GdkPixbuf.Pixbuf:
-    """An SVG drawn (by librsvg, through GdkPixbuf) with its longer side PREVIEW_SIZE px."""
+def _render_svg(svg: bytes, size: int = PREVIEW_SIZE) -> GdkPixbuf.Pixbuf:
+    """An SVG drawn (by librsvg, through GdkPixbuf) with its longer side `size` px."""
     loader = GdkPixbuf.PixbufLoader.new_with_type("svg")
 
     def fit(_loader, width, height):
-        scale = PREVIEW_SIZE / max(width, height, 1)
+        scale = size / max(width, height, 1)
         loader.set_size(max(1, round(width * scale)), max(1, round(height * scale)))
 
     loader.connect("size-prepared", fit)
@@ -689,10 +708,10 @@ def _render_svg(svg: bytes) -> GdkPixbuf.Pixbuf:
     return loader.get_pixbuf()
 
 
-def _mask_view(mask_png: bytes, photo_bytes: bytes | None) -> GdkPixbuf.Pixbuf:
-    """The object mask over the photo (the object tinted), PREVIEW_SIZE px on its longer side;
+def _mask_view(mask_png: bytes, photo_bytes: bytes | None, size: int = PREVIEW_SIZE) -> GdkPixbuf.Pixbuf:
+    """The object mask over the photo (the object tinted), `size` px on its longer side;
     the mask alone when the photo cannot be drawn."""
-    mask = _fit(_decode_png(mask_png, PREVIEW_SIZE), PREVIEW_SIZE)
+    mask = _fit(_decode_png(mask_png, size), size)
     width, height = mask.get_width(), mask.get_height()
     base = load_pixbuf(photo_bytes) if photo_bytes else None
     if base is None:
