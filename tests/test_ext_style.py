@@ -193,6 +193,13 @@ class ChangeAbstractionKeepsStyleTests(unittest.TestCase):
         # What the Change Abstraction effect does: the style read back from the layer.
         style = StrokeStyle.decode(layer.get("data-clipascene-style"))
         self.assertEqual(style, chosen)
+        # Its preview shows the hand-set style too: what will be imported.
+        replacement = cell({"background": [OVER_BLUE, OVER_GREEN, OVER_RED], "foreground": [OVER_RED]})
+        preview = inkex.load_svg(preview_svg(replacement, style, pixels, source.data, like=layer)).getroot()
+        shown = preview.xpath(".//svg:g[@data-clipascene-region='foreground']")[0]
+        self.assertEqual(shown.get("style"), "opacity:0.5")
+        self.assertTrue(all(inkex.Style(path.get("style"))["stroke-dasharray"] == "2,1" for path in
+                            preview.xpath(".//svg:g[@data-clipascene-region='background']/svg:path")))
         new = build_layer(cell({"background": [OVER_BLUE, OVER_GREEN, OVER_RED], "foreground": [OVER_RED]}),
                           inkex.Transform(layer.get("transform")), job_id="0123456789abcdef", row=2,
                           column=1, layer=8, part="combined", image_id="photo", style=style, pixels=pixels)

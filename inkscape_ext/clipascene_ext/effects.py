@@ -71,9 +71,10 @@ def wait_for_cell(backend: Backend, job_id: str, row: int, column: int) -> dict:
 
 def choose(backend: Backend, job_id: str, scripted: str, title: str,
            initial: tuple[int, int, str] | None = None, *, style: StrokeStyle,
-           photo: bytes | None = None, pixels=None) -> tuple[int, int, str] | None:
+           photo: bytes | None = None, pixels=None, like=None) -> tuple[int, int, str] | None:
     """The cell to import: the scripted one (waiting for it), or the user's pick in the picker,
-    which previews the chosen cell drawn in `style` over the `photo` (its bytes)."""
+    which previews the chosen cell drawn in `style` over the `photo` (its bytes), restyled as
+    the user restyled the layer it replaces (`like`)."""
     cell = parse_cell(scripted)
     if cell is not None:
         wait_for_cell(backend, job_id, cell[0], cell[1])
@@ -81,7 +82,7 @@ def choose(backend: Backend, job_id: str, scripted: str, title: str,
     from .picker import pick_cell  # GTK only when a window is wanted
 
     return pick_cell(backend, job_id, title=title, initial=initial, photo=photo,
-                     preview=lambda cell_svg: preview_svg(cell_svg, style, pixels, photo))
+                     preview=lambda cell_svg: preview_svg(cell_svg, style, pixels, photo, like))
 
 
 def _backend(server: str) -> Backend:
@@ -285,7 +286,7 @@ class ChangeAbstraction(inkex.EffectExtension):
         backend = _backend(self.options.server)
         try:
             chosen = choose(backend, job_id, self.options.cell, "CLIPascene — change abstraction",
-                            initial=current, style=style, photo=photo, pixels=pixels)
+                            initial=current, style=style, photo=photo, pixels=pixels, like=layer)
         except BackendError as error:
             raise inkex.AbortExtension(str(error)) from None
         if chosen is None:

@@ -410,13 +410,25 @@ def _id_prefix(node) -> str:
 
 # --- preview -------------------------------------------------------------------------------------
 
-def preview_svg(cell_svg: bytes, style: StrokeStyle, pixels=None, photo: bytes | None = None) -> bytes:
+PREVIEW_PHOTO_OPACITY = 0.5
+
+def preview_svg(cell_svg: bytes, style: StrokeStyle, pixels=None, photo: bytes | None = None,
+                like=None) -> bytes:
     """A standalone SVG of the cell's strokes drawn as `style` says, over the photo (its bytes,
-    PNG/JPEG/WebP) when given: what the import will look like, for the picker to render."""
+    PNG/JPEG/WebP) when given: what the import will look like, for the picker to render.
+    `like`: the imported layer the cell will replace; what the user restyled on its groups
+    and strokes carries over, as `replace_strokes` carries it."""
     cell = _parse_cell(cell_svg)
     size = _cell_size(cell) or (1.0, 1.0)
     layer = build_layer(cell_svg, inkex.Transform(), job_id="preview", row=0, column=0, layer=0,
                         part="combined", image_id="", style=style, pixels=pixels)
+    if like is not None:
+        old_groups = {group.get("data-clipascene-region"): group for group in like
+                      if group.get("data-clipascene-region") is not None}
+        for group in layer:
+            old = old_groups.get(group.get("data-clipascene-region"))
+            if old is not None:
+                _carry_style(old, group)
     for effect in layer.findall(_INKSCAPE + "path-effect"):
         layer.remove(effect)  # the outline is in `d` already
     root = etree.Element(_SVG + "svg", nsmap={None: _SVG[1:-1]})
@@ -431,5 +443,7 @@ def preview_svg(cell_svg: bytes, style: StrokeStyle, pixels=None, photo: bytes |
                                 ("height", f"{size[1]:.10g}"), ("preserveAspectRatio", "none")):
                 image.set(name, value)
             image.set("href", f"data:image/{kind.lower()};base64,{base64.b64encode(photo).decode()}")
+            # Faded, so that strokes coloured from the photo stand out from what they sample.
+            image.set("opacity", f"{PREVIEW_PHOTO_OPACITY:g}")
     root.append(layer)
     return etree.tostring(root)

@@ -389,7 +389,7 @@ class PickerWindow(Window):
         else:
             self.preview.set_from_pixbuf(pixbuf)
             self.preview_caption.set_text("As it will be imported: the chosen sketch over the "
-                                          "photo, with the stroke style from the dialog.")
+                                          "photo (faded here), in the chosen stroke style.")
 
     def on_mask_toggled(self, _button):
         self._show_preview()
