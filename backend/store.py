@@ -241,7 +241,8 @@ class JobStore:
                     elif job.status in ("failed", "cancelled"):
                         connection.execute(
                             "UPDATE jobs SET status='queued', error=NULL, cancel_requested=0, "
-                            "attempts=0, created=?, progress='{}' WHERE id=?", (time.time(), job.id))
+                            "attempts=0, created=?, progress='{}', notices='[]' WHERE id=?",
+                            (time.time(), job.id))
                     job = Job.from_row(connection.execute(
                         "SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
                     connection.execute("COMMIT")
@@ -399,12 +400,6 @@ class JobStore:
             connection.execute(
                 "INSERT OR REPLACE INTO cells (job_id, row, layer, data, finished) VALUES (?,?,?,?,?)",
                 (job_id, cell.row, cell.layer, json.dumps(cell.to_dict()), time.time()))
-
-    def clear_cells(self, job_id: str) -> None:
-        """Forget a job's cells and delete its results, before a run makes them again."""
-        with self._connect() as connection:
-            connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
-        shutil.rmtree(self.out_dir(job_id), ignore_errors=True)
 
     def cells(self, job_id: str) -> list[CellRecord]:
         """The job's finished cells, in the order they were finished."""

@@ -13,7 +13,6 @@ from clipascene_core.cluster import ClusterError
 from clipascene_core.engine import Cancelled
 from clipascene_core.errors import UserError
 from clipascene_core.imageio import load_image
-from clipascene_core.matrix import sketch_matrix
 from clipascene_core.models import ClipEncoder, load_clip
 from clipascene_core.records import (
     CellEvent,
@@ -24,6 +23,7 @@ from clipascene_core.records import (
     ProgressEvent,
     StageEvent,
 )
+from clipascene_core.resume import sketch_resumable
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
@@ -151,11 +151,12 @@ class Worker(threading.Thread):
 
     def run_matrix(self, job: Job, on_event, should_stop) -> Manifest:
         """Sketch the job's matrix into its output folder, here on this worker's device
-        (executors.RayWorker runs it on a cluster); returns the manifest."""
+        (executors.RayWorker runs it on a cluster), resuming what an interrupted run of the
+        job finished there; returns the manifest."""
         encoder = self.encoder()
         config = JobParams(**job.params).to_config(next(encoder.buffers()).device.type)
         image = load_image(self.store.job_dir(job.id) / job.image_file)
-        return sketch_matrix(image, self.store.out_dir(job.id), config, encoder,
+        return sketch_resumable(image, self.store.out_dir(job.id), config, encoder,
                              models_dir=self.models.models_dir,
                              user_mask=self.store.user_mask(job.id), on_event=on_event,
                              should_stop=should_stop, image_name=job.image_name)
@@ -213,8 +214,8 @@ class Worker(threading.Thread):
                          f"record the end of job {job.id}")
 
         try:
-            # A run makes every cell anew: no cell of an earlier, interrupted run stays listed.
-            self.store.clear_cells(job.id)
+            # The cells of an earlier, interrupted run of the job stay listed (and importable):
+            # the run resumes after them (clipascene_core.resume).
             manifest = self.run_matrix(job, on_event, should_stop)
         except Cancelled:
             if self.stopping.is_set() and not self.store.cancel_requested(job.id):

@@ -72,7 +72,7 @@ def test_page_lists_the_job_and_shows_its_matrix_of_thumbnails(finished, tmp_pat
     links = [link.get("href") for link in tables[0].xpath(".//a")]
     assert f"/v1/jobs/{job_id}/cells/1/1.svg" in links
     headers = [cell.text_content() for cell in tables[0].xpath(".//th")]
-    assert "fidelity: layer 8" in headers and "simplicity 1" in headers
+    assert "Fidelity 8" in headers and "Simplicity 1" in headers
 
 
 def test_screenshot_of_the_page_shows_the_header_and_the_sketches(finished, tmp_path):
@@ -258,7 +258,17 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
                 job["params"]["iterations"]) == (2, 6, False, 20000)
         headers = browser.evaluate("[...document.querySelectorAll('table.matrix th')]"
                                    ".map((th) => th.textContent)")
-        assert "fidelity: layer 9" in headers and "simplicity 2" in headers
+        assert "Fidelity 9" in headers and "Simplicity 2" in headers
+        assert browser.evaluate("document.querySelector('table.matrix td').textContent") == "sketching…"
+
+        # A second job waits for the worker: it says so, with an estimate, and the header counts.
+        waiting = submit(server.client, {**TINY, "seed": 3}).json()["id"]
+        counts = browser.wait_for("(() => { const t = document.getElementById('counts').textContent;"
+                                  " return t.includes('1 queued') && t; })()")
+        assert counts.endswith("1 running, 1 queued")
+        listed = browser.wait_for("(() => { const t = document.getElementById('jobs').textContent;"
+                                  " return t.includes('once it starts') && t; })()")
+        assert f"queued · about" in listed and waiting in listed
 
         shot = browser.screenshot()
         assert shot.size == (WIDTH, HEIGHT)
@@ -276,6 +286,10 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
         assert wait_for_status(server.client, job["id"], timeout=60)["status"] == "cancelled"
         browser.wait_for("document.getElementById('progress-text').textContent"
                          ".startsWith('cancelled') && !document.getElementById('cancel')")
+        # Cells the cancelled job never finished are not waited for.
+        assert browser.evaluate("document.querySelector('table.matrix td').textContent") == (
+            "not computed (cancelled)")
+        server.client.delete(f"/v1/jobs/{waiting}")
     finally:
         server.stop()
 
