@@ -667,6 +667,39 @@ def test_sketch_image_starts_a_viewer_that_outlives_it(picker, display):
             os.kill(pid, signal.SIGTERM)
 
 
+def test_the_artist_picks_one_of_the_photos_matrices_newest_first(picker):
+    """Several matrices of one photo: a window lists them newest first, described by their
+    settings; the one clicked is opened."""
+    from gi.repository import GLib, Gtk
+
+    from clipascene_ext.photojobs import choose_job
+
+    jobs = [{"id": "older", "created": 100.0, "status": "done",
+             "params": {"preset": "preview", "layers": [2], "rows": 1}, "progress": {}},
+            {"id": "newer", "created": 200.0, "status": "running",
+             "params": {"preset": "standard", "layers": [8, 11], "rows": 4}, "progress": {}}]
+    seen = []
+
+    def answer():
+        dialog = next((window for window in Gtk.Window.list_toplevels()
+                       if isinstance(window, Gtk.Dialog) and window.get_visible()), None)
+        if dialog is None:
+            return True  # not shown yet: look again
+        radios = [child for child in dialog.get_content_area().get_children()
+                  if isinstance(child, Gtk.RadioButton)]
+        seen.extend(radio.get_label() for radio in radios)
+        radios[1].set_active(True)
+        dialog.response(Gtk.ResponseType.OK)
+        return False
+
+    GLib.timeout_add(50, answer)
+    chosen = choose_job(jobs, "CLIPascene — photo.jpg")
+    assert chosen["id"] == "older"
+    assert "quality standard" in seen[0] and "fidelity 8, 11" in seen[0] and "sketching" in seen[0]
+    assert "quality preview" in seen[1] and "finished" in seen[1]
+    assert choose_job(jobs[:1]) is jobs[0], "one matrix is opened without asking"
+
+
 def _processes(*words: str) -> list[int]:
     """The pids of processes whose command line holds every one of `words` (through /proc)."""
     pids = []

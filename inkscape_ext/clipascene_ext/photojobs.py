@@ -77,7 +77,7 @@ def choose_job(jobs: list[dict], title: str = "CLIPascene") -> dict | None:
     box.pack_start(heading, False, False, 0)
     buttons = []
     for job in newest_first(jobs):
-        button = Gtk.RadioButton.new_with_label_from_widget(buttons[0] if buttons else None,
+        button = Gtk.RadioButton.new_with_label_from_widget(buttons[0][0] if buttons else None,
                                                             describe(job))
         buttons.append((button, job))
         box.pack_start(button, False, False, 0)
