@@ -50,6 +50,11 @@ class RecordingBackend:
                 "params": self.submitted[number - 1]["params"],
                 "progress": {"cells_done": 4, "cells_total": 4}}
 
+    def jobs_of_image(self, image: bytes) -> list[dict]:
+        """The jobs sent with these image bytes, newest first (GET /v1/jobs?image_sha256=)."""
+        return [self.job(f"{number:016x}") for number in range(len(self.submitted), 0, -1)
+                if self.submitted[number - 1]["image"] == image]
+
     def matrix(self, job_id: str) -> dict:
         return {"status": "done", "rows": 2, "layers": [2, 8], "cells": [
             {"row": row, "column": column, "ready": True} for row in range(2) for column in range(2)]}

@@ -101,3 +101,24 @@ def test_a_failed_job_submitted_again_starts_with_a_clean_bar_and_no_old_notices
     again, cached = store.submit(*arguments)
     assert (again.id, again.status, cached) == (job.id, "queued", False)
     assert again.progress == Progress() and again.notices == [] and again.error is None
+
+
+def test_the_jobs_of_one_image_are_found_by_its_bytes(tmp_path):
+    """GET /v1/jobs?image_sha256=: every job of one photo (other settings too), newest first."""
+    import hashlib
+
+    from tests.backend_helpers import png_bytes
+    from tests.conftest import draw_scene
+
+    photo, other = png_bytes(draw_scene(60, 40)), png_bytes(draw_scene(50, 40))
+    models = ModelSettings("tiny-test", "random", tmp_path / "models")
+    app = create_app(Settings(data_dir=tmp_path, devices=["cpu"], models=models, start_workers=False))
+    with TestClient(app) as client:
+        first = submit(client, {**JOB, "rows": 1}, image=photo).json()["id"]
+        submit(client, JOB, image=other)
+        second = submit(client, {**JOB, "rows": 2}, image=photo).json()["id"]
+        (tmp_path / "jobs" / first / "input.sha256").unlink()  # a job from before: computed
+        found = client.get("/v1/jobs", params={"image_sha256": hashlib.sha256(photo).hexdigest()})
+        assert [job["id"] for job in found.json()] == [second, first]
+        assert client.get("/v1/jobs", params={"image_sha256": "0" * 64}).json() == []
+        assert client.get("/v1/jobs", params={"image_sha256": "not a digest"}).status_code == 422

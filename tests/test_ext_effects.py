@@ -188,3 +188,16 @@ def test_the_job_chooser_describes_each_matrix_by_its_settings_newest_first():
     assert "quality standard" in first and "fidelity 11" in first and "one region" in first
     assert "sketching" in first and "0 of 9" in first
     assert "fidelity 2, 8" in second and "4 simplicity rows" in second and "stopped" in second
+
+
+def test_a_copy_of_a_sketched_photo_finds_its_matrices_by_its_bytes(tmp_path):
+    """A photo without the record (pasted into another document): the backend is asked for
+    the jobs of its bytes, and the newest is imported."""
+    backend = RecordingBackend(cell_svg(40, 40))
+    data = png_uri(draw_scene(40, 40))
+    backend.submit(b"another photo", "other.png", {"rows": 1})
+    backend.submit(__import__("base64").b64decode(data.split(",", 1)[1]), "photo.png", {"rows": 2})
+    photo = f'<image id="photo" width="40" height="40" xlink:href="{data}"/>'
+    svg = run_effect(tmp_path, photo, ["photo"], backend, effect=effects.ChangeAbstraction, cell="0,0")
+    (layer,) = find_layers(svg)
+    assert layer.get("data-clipascene-job") == f"{2:016x}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -81,6 +82,7 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
     job, cached = store.submit(key, job_params.canonical(), Layout.of(config), name, data,
                                checked["suffix"], checked["width"], checked["height"],
                                mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
+    _image_digest(store, job.id, data)
     wake.set()
     progress = job_info(store, job, settings).progress
     return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached,
@@ -90,8 +92,43 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
 
 @router.get("/v1/jobs", response_model=list[JobInfo])
 def list_jobs(store: StoreDep, settings: SettingsDep,
-              limit: int = Query(50, ge=1, le=500)) -> list[JobInfo]:
-    return [job_info(store, job, settings) for job in store.list(limit)]
+              limit: int = Query(50, ge=1, le=500),
+              image_sha256: str | None = Query(None, pattern="^[0-9a-f]{64}$", description=(
+                  "only the jobs of the image with this SHA-256 (of the uploaded bytes), "
+                  "e.g. every matrix sketched of one photo"))) -> list[JobInfo]:
+    """The newest jobs first."""
+    jobs = store.list(limit if image_sha256 is None else 500)
+    if image_sha256 is not None:
+        jobs = [job for job in jobs if _image_digest(store, job.id) == image_sha256][:limit]
+    return [job_info(store, job, settings) for job in jobs]
+
+
+#: Beside each job's input: the SHA-256 of the uploaded image, for GET /v1/jobs?image_sha256=.
+DIGEST_FILE = "input.sha256"
+
+
+def _image_digest(store, job_id: str, data: bytes | None = None) -> str | None:
+    """The SHA-256 of a job's uploaded image: from its file beside the input, else computed
+    (from `data`, or the input file) and written there. None when the input is gone."""
+    folder = store.job_dir(job_id)
+    try:
+        return (folder / DIGEST_FILE).read_text().strip()
+    except OSError:
+        pass
+    if data is None:
+        job = store.get(job_id)
+        try:
+            data = (folder / job.image_file).read_bytes() if job is not None else None
+        except OSError:
+            return None
+    if data is None:
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        (folder / DIGEST_FILE).write_text(digest)
+    except OSError:  # a read-only data folder: computed again next time
+        pass
+    return digest
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobInfo)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -82,6 +83,11 @@ class Backend:
 
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{_id(job_id)}")
+
+    def jobs_of_image(self, image: bytes) -> list[dict]:
+        """Every job sketched of these image bytes (any settings, any mask), newest first."""
+        query = urllib.parse.urlencode({"image_sha256": hashlib.sha256(image).hexdigest()})
+        return json.loads(self._request("GET", f"/v1/jobs?{query}").decode("utf-8"))
 
     def matrix(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{_id(job_id)}/matrix")

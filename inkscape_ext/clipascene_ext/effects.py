@@ -310,23 +310,24 @@ class ChangeAbstraction(inkex.EffectExtension):
         if len(images) > 1:
             raise inkex.AbortExtension("select one photo to import a sketch of it.")
         (image,) = images
-        job_ids = self.photo_jobs(image)
-        if not job_ids:
-            raise inkex.AbortExtension(
-                "this photo has not been sketched yet: choose Extensions ▸ CLIPascene ▸ "
-                "Sketch Image… first (its matrix can then be imported from here at any time).")
+        (source,) = selected_images(self.svg, [image], self.document_path(), _input_path(self.options))
         backend = _backend(image.get(SERVER) or self.options.server)
         jobs = []
-        for job_id in job_ids:
+        for job_id in self.photo_jobs(image):
             try:
                 jobs.append(backend.job(job_id))
             except BackendError:
                 continue  # purged from the backend (or never there): not offered
+        if not jobs:  # e.g. a copy of the photo in another document: the backend knows its bytes
+            try:
+                jobs = backend.jobs_of_image(source.data)
+            except BackendError:
+                jobs = []  # an older backend that cannot be asked
         if not jobs:
             raise inkex.AbortExtension(
-                "the backend no longer has the sketches of this photo (they were purged, or it "
-                "keeps its jobs in another data folder): sketch it again with Sketch Image….")
-        (source,) = selected_images(self.svg, [image], self.document_path(), _input_path(self.options))
+                "this photo has not been sketched yet (or the backend no longer has its "
+                "sketches): choose Extensions ▸ CLIPascene ▸ Sketch Image… first; its matrix "
+                "can then be imported from here at any time.")
         style = StrokeStyle.decode(image.get(STYLE))
         clip = {"auto": None, "on": True, "off": False}.get(image.get(CLIP) or "auto")
         pixels = _pixels(style, source.data)
