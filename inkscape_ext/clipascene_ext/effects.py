@@ -283,7 +283,8 @@ class ChangeAbstraction(inkex.EffectExtension):
         image_id = layer.get("data-clipascene-image", "")
         photo = self.photo_bytes(image_id, needed=style.color == PHOTO)
         pixels = _pixels(style, photo)
-        backend = _backend(self.options.server)
+        image = self.svg.getElementById(image_id) if image_id else None
+        backend = _backend((image.get(SERVER) if image is not None else None) or self.options.server)
         try:
             chosen = choose(backend, job_id, self.options.cell, "CLIPascene — change abstraction",
                             initial=current, style=style, photo=photo, pixels=pixels, like=layer)
