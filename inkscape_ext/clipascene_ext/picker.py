@@ -47,7 +47,7 @@ POLL_INTERVAL_S = 1.0
 STREAM_POLL_INTERVAL_S = 15.0
 #: What the viewer (a picker that cannot import: its own process, Inkscape stays free) says.
 HOW_TO_IMPORT = ("To import a sketch: select the photo in Inkscape, then Extensions ▸ CLIPascene ▸ "
-                 "Import Sketch…")
+                 "Import Sketch (Change Abstraction)")
 CPU_ADVICE = ("Fewer fidelity columns or simplicity rows, the quick draft, or a backend on a "
               "computer with a GPU make it faster.")
 #: The advice for a job that already runs as few steps as the quick draft (or fewer).
