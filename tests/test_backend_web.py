@@ -263,9 +263,12 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
 
         # A second job waits for the worker: it says so, with an estimate, and the header counts.
         waiting = submit(server.client, {**TINY, "seed": 3}).json()["id"]
+        statuses = [(listed["id"], listed["status"], listed["error"])
+                    for listed in server.client.get("/v1/jobs").json()]
+        assert [status for _, status, _ in statuses] == ["queued", "running"], statuses
         counts = browser.wait_for("(() => { const t = document.getElementById('counts').textContent;"
-                                  " return t.includes('1 queued') && t; })()")
-        assert counts.endswith("1 running, 1 queued")
+                                  " return t.endsWith('1 running, 1 queued') && t; })()")
+        assert counts == " · 1 running, 1 queued"
         listed = browser.wait_for("(() => { const t = document.getElementById('jobs').textContent;"
                                   " return t.includes('once it starts') && t; })()")
         assert f"queued · about" in listed and waiting in listed

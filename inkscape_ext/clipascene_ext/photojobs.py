@@ -57,6 +57,33 @@ def newest_first(jobs: list[dict]) -> list[dict]:
     return sorted(jobs, key=lambda job: job.get("created") or 0, reverse=True)
 
 
+CHOOSER_UI = """<interface>
+  <object class="GtkDialog" id="chooser">
+    <property name="modal">True</property>
+    <property name="border-width">12</property>
+    <child internal-child="vbox">
+      <object class="GtkBox" id="jobs">
+        <property name="orientation">vertical</property>
+        <property name="spacing">6</property>
+      </object>
+    </child>
+    <child type="action">
+      <object class="GtkButton" id="close"><property name="label">Close</property></object>
+    </child>
+    <child type="action">
+      <object class="GtkButton" id="open">
+        <property name="label">Open</property>
+        <property name="can-default">True</property>
+      </object>
+    </child>
+    <action-widgets>
+      <action-widget response="cancel">close</action-widget>
+      <action-widget response="ok" default="true">open</action-widget>
+    </action-widgets>
+  </object>
+</interface>"""
+
+
 def choose_job(jobs: list[dict], title: str = "CLIPascene") -> dict | None:
     """Let the artist pick one of `jobs` (newest first) in a small modal window -> the job, or
     None when closed. One job is chosen without asking."""
@@ -66,12 +93,13 @@ def choose_job(jobs: list[dict], title: str = "CLIPascene") -> dict | None:
 
     if not Gtk.init_check()[0]:
         raise RuntimeError("The CLIPascene picker cannot open a window: no display was found.")
-    dialog = Gtk.Dialog(title=title, modal=True)
-    dialog.add_buttons("Close", Gtk.ResponseType.CANCEL, "Open", Gtk.ResponseType.OK)
-    dialog.set_default_response(Gtk.ResponseType.OK)
-    box = dialog.get_content_area()
-    box.set_spacing(6)
-    box.set_border_width(12)
+    # Built from a description, as picker.ui is: PyGObject refuses to construct a window
+    # directly once Gtk was first imported without a display (inkex.gui windows do the same).
+    builder = Gtk.Builder()
+    builder.add_from_string(CHOOSER_UI)
+    dialog = builder.get_object("chooser")
+    dialog.set_title(title)
+    box = builder.get_object("jobs")
     heading = Gtk.Label(label="This photo was sketched several times. Which matrix?")
     heading.set_xalign(0)
     box.pack_start(heading, False, False, 0)
