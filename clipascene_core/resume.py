@@ -37,10 +37,15 @@ def _generator_file(folder: OutputFolder, layer: int) -> Path:
     return folder.path(CHECKPOINTS) / f"after_L{int(layer)}.generator"
 
 
+#: What of the manifest's `model` decides the strokes (not, e.g., how a choice was measured).
+MODEL_KEYS = ("clip", "weights", "meaningful", "device", "precision")
+
+
 def _same_matrix(previous: Manifest, plan: MatrixPlan) -> bool:
     current = plan.manifest
+    model = [{key: manifest.model.get(key) for key in MODEL_KEYS} for manifest in (previous, current)]
     return (previous.parameters == current.parameters and previous.versions == current.versions
-            and previous.model == current.model and previous.layers == current.layers
+            and model[0] == model[1] and previous.layers == current.layers
             and previous.rows == current.rows and previous.regions == current.regions)
 
 
