@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from . import __version__
 from .column import ColumnChain
+from .compose import cut_strokes
 from .config import SketchConfig, config_dict, region_label, step_counts
 from .engine import CellSketch, Engine, Progress
 from .fidelity import loss_terms
@@ -121,6 +122,11 @@ class MatrixWriter:
         """A region's sketch of a cell is final: write it, and the cell once every region's is."""
         region, row, layer = sketch.region, sketch.row, sketch.layer
         strokes = self.image_strokes(region, sketch.points, sketch.keep)
+        if region == "background" and self.outline:
+            # The background as the cell shows it, cut exactly at the object's outline: the
+            # background-alone file, the combined file's group and the counts hold the same
+            # strokes, whichever strokes the outline happens to cross or cover.
+            strokes = cut_strokes(strokes, self.outline)
         self.state.sketches[(region, row, layer)] = (strokes, sketch.details())
         if region != "scene":
             label = region_label(region)
@@ -135,12 +141,8 @@ class MatrixWriter:
         if "scene" in per_region:
             groups.append(("scene", per_region["scene"][0]))
         else:
-            from .compose import cut_strokes
-
-            background = per_region["background"][0]
-            if self.outline:
-                background = cut_strokes(background, self.outline)
-            groups += [("background", background), ("foreground", per_region["object"][0])]
+            groups += [("background", per_region["background"][0]),
+                       ("foreground", per_region["object"][0])]
         files = OutputFolder.cell_files(row, layer, split="scene" not in per_region)
         atomic_write_bytes(self.folder.path(files["combined"]),
                            svg_document(self.frame.image_width, self.frame.image_height,

@@ -69,21 +69,27 @@ def test_manifest_describes_every_cell(matrix):
                 # The reference's expected count, rounded, within what the row above kept.
                 assert details["strokes"] <= max(1, round(details["expected_strokes"]))
     assert (out / "grid.png").is_file() and (out / "mask.png").is_file()
-    # Counts are strokes, not the pieces of background strokes cut at the object outline:
-    # never more than asked (12 a region), never growing down a column.
+    # What each region kept: never more than asked (12 a region), never growing down a column.
+    # What the cell shows: strokes, not the pieces of background strokes cut at the object
+    # outline, and never more than the region kept (a stroke wholly under the object is gone).
     for layer in manifest["layers"]:
         column = sorted((c for c in manifest["cells"] if c["layer"] == layer), key=lambda c: c["row"])
         for region in ("foreground", "background"):
-            counts = [cell["strokes"][region] for cell in column]
-            assert all(count <= 12 for count in counts)
-            assert counts == sorted(counts, reverse=True)
-            assert all(cell["pieces"][region] >= cell["strokes"][region] for cell in column)
+            kept = [cell["regions"][region]["strokes"] for cell in column]
+            assert all(count <= 12 for count in kept)
+            assert kept == sorted(kept, reverse=True)
+            for cell in column:
+                assert cell["pieces"][region] >= cell["strokes"][region]
+                assert cell["strokes"][region] <= cell["regions"][region]["strokes"]
 
 
-def test_rows_are_nested_per_region(matrix):
+def test_rows_are_nested(matrix):
+    """Every stroke of a row is in the row above, with the same id. (The background's files
+    hold it as cut at the object outline, which a stroke moved by a row may cross or leave;
+    its selections nest as tests/test_simplicity.py checks.)"""
     out, manifest = matrix
     for layer in manifest["layers"]:
-        for part in ("foreground", "background"):
+        for part in ("foreground",):
             previous = None
             for row in range(manifest["rows"]):
                 cell = next(c for c in manifest["cells"] if c["row"] == row and c["layer"] == layer)
@@ -93,14 +99,25 @@ def test_rows_are_nested_per_region(matrix):
                 previous = names
 
 
+def _count(strokes):
+    return 0 if strokes is None else strokes.stroke_count
+
+
 def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground(matrix):
     out, manifest = matrix
     mask = np.asarray(Image.open(out / "mask.png")) > 127
     outline = mask_outline(mask, 200, 140)
     for cell in manifest["cells"]:
         combined = read_svg(out / cell["files"]["combined"])
-        foreground = read_svg(out / cell["files"]["foreground"])["foreground"]
-        assert np.allclose(combined["foreground"].points, foreground.points, atol=1e-4)
+        # Each part's own file holds exactly that part of the combined cell, and the counts
+        # say so, whichever background strokes the outline crosses or covers.
+        for part in ("foreground", "background"):
+            alone = read_svg(out / cell["files"][part]).get(part)
+            in_combined = combined.get(part)
+            assert _count(alone) == _count(in_combined) == cell["strokes"][part]
+            if _count(alone):
+                assert alone.names == in_combined.names
+                assert np.allclose(alone.points, in_combined.points, atol=1e-4)
         background = combined.get("background")
         if background is None or not len(background):
             continue
