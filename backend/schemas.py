@@ -114,6 +114,9 @@ class WorkerState(BaseModel):
     job: str | None
     problem: str | None
     since: float | None
+    #: CLIP's precision here: {"requested", "precision", "reason", "fp32_ms", "bf16_ms",
+    #: "machine"} (precision None until `auto` has measured this machine).
+    precision: dict | None = None
 
 
 class Health(BaseModel):

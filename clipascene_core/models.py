@@ -7,6 +7,7 @@ config so it goes through exactly the same code.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from torch import nn
 
 from .errors import UserError
 from .paths import models_dir
+from .precision import PRECISIONS, PrecisionChoice, choose_precision, measure
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +47,54 @@ class ClipInfo:
     meaningful: bool
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 class _FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever its input, returned in the input's dtype."""
+    """LayerNorm with float32 weights and statistics whatever its input, returned in the
+    input's dtype. On the CPU, torch's LayerNorm takes a bfloat16 input with float32 weights
+    as it is and accumulates in float32 (no cast of the activations each way); elsewhere the
+    input is cast."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias,
                             self.eps).to(x.dtype)
 
 
-def native_bf16(device: torch.device, cpu_flags: str | None = None) -> bool:
-    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with
-    AMX or AVX512-BF16 (cpu_flags: the flags line of /proc/cpuinfo; read when None). Apple's
-    MPS and other CPUs emulate it, which is slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    if cpu_flags is None:
-        try:
-            cpu_flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                              if line.startswith("flags")), "")
-        except OSError:
-            cpu_flags = ""
-    flags = set(cpu_flags.replace(":", " ").split())
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+def residual_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ResidualAttentionBlock on (B, L, D) tokens, computed as the block computes
+    it (pre-LayerNorm attention, then the MLP, each with its layer scale) but with every
+    matrix product on a contiguous 2-D (B*L, D) operand and attention in one fused
+    `scaled_dot_product_attention`.
+
+    nn.MultiheadAttention with gradients lays its projections out as 3-D views that are not
+    contiguous; in bfloat16 on the CPU `matmul` then takes a batched path that copies the
+    weight and the activations on every call, forward and backward, and the copies cost far
+    more than the products (2.7x slower than float32 on an AVX512-BF16 CPU). Written this
+    way both precisions run the same plain GEMMs; the result is the block's own (a test
+    compares them)."""
+    attn = block.attn
+    batch, length, width = tokens.shape
+    heads = attn.num_heads
+    normed = block.ln_1(tokens).reshape(batch * length, width)
+    qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
+    query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    mixed = F.scaled_dot_product_attention(query, key, value)  # (B, heads, L, D / heads)
+    mixed = mixed.transpose(1, 2).reshape(batch * length, width)
+    attended = F.linear(mixed, attn.out_proj.weight, attn.out_proj.bias)
+    tokens = tokens + block.ls_1(attended.view(batch, length, width))
+    normed = block.ln_2(tokens).reshape(batch * length, width)
+    return tokens + block.ls_2(block.mlp(normed).view(batch, length, width))
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where the device has native bfloat16, else 'fp32'; others as given."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"unknown precision {requested!r}; choose auto, fp32 or bf16.")
-    if requested == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return requested
+def _plain_blocks(visual: nn.Module) -> bool:
+    """Whether every block is the plain self-attention block `residual_block` computes."""
+    for block in visual.transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first
+                and attn._qkv_same_embed_dim and attn.in_proj_bias is not None
+                and not hasattr(block, "ln_1_kv")):
+            return False
+    return True
 
 
 class ClipEncoder(nn.Module):
@@ -95,6 +109,10 @@ class ClipEncoder(nn.Module):
         super().__init__()
         self.visual = visual
         self.info = info
+        #: open_clip's plain blocks run through `residual_block` (fast in bfloat16 too).
+        self.plain_blocks = _plain_blocks(visual)
+        #: How the precision was chosen (load_clip sets it; "asked" for a bare encoder).
+        self.precision_choice = PrecisionChoice("fp32", "fp32", "asked")
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -110,6 +128,7 @@ class ClipEncoder(nn.Module):
         accumulates in float32 on its own). The renderer and the losses stay float32."""
         if precision == self.precision:
             return self
+        self.precision_choice = PrecisionChoice(precision, precision, "asked")
         for module in self.visual.modules():
             if isinstance(module, nn.LayerNorm):
                 module.__class__ = _FloatLayerNorm
@@ -146,7 +165,7 @@ class ClipEncoder(nn.Module):
         features = {}
         tokens = self._tokens(images)
         for index, block in enumerate(self.blocks[: last + 1]):
-            tokens = block(tokens)
+            tokens = residual_block(block, tokens) if self.plain_blocks else block(tokens)
             if index in wanted:
                 features[index] = tokens
         return features
@@ -206,8 +225,8 @@ def load_clip(
     cache_dir: str | Path | None = None,
     precision: str = "fp32",
 ) -> ClipEncoder:
-    """Build CLIP's image encoder, frozen, on `device`, in `precision` (see PRECISIONS and
-    `resolve_precision`: "auto" is bf16 where the device computes it natively).
+    """Build CLIP's image encoder, frozen, on `device`, in `precision` ("fp32", "bf16", or
+    "auto": bf16 where a step measured clearly faster on this machine; see precision.py).
 
     model: an open_clip model name ("ViT-B-32") or "tiny-test" (the tests' tiny random model).
     weights: "openai" (downloaded once into `cache_dir`, by default the data folder's models/),
@@ -253,9 +272,20 @@ def load_clip(
     info = ClipInfo(model=model, weights=weights, meaningful=weights != "random")
     device = torch.device(device)
     encoder = ClipEncoder(clip.visual, info).to(device)
-    encoder.use_precision(resolve_precision(precision, device))
-    logger.info("loaded CLIP %s (%s weights) on %s in %s", model, weights, device, encoder.precision)
+    choice = choose_precision(precision, device, model, lambda: time_precisions(encoder))
+    encoder.use_precision(choice.precision)
+    encoder.precision_choice = choice
+    logger.info("loaded CLIP %s (%s weights) on %s in %s", model, weights, device, choice.describe())
     return encoder
+
+
+def time_precisions(encoder: ClipEncoder) -> dict[str, float]:
+    """Milliseconds of a training step of `encoder` (float32) and of its bfloat16 copy."""
+    half = copy.deepcopy(encoder).use_precision("bf16")
+    try:
+        return measure({"fp32": encoder, "bf16": half})
+    finally:
+        del half
 
 
 def _load_weights_file(open_clip, name: str, path: Path, quick_gelu: bool) -> nn.Module:
@@ -283,8 +313,8 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--weights", default="openai",
                         help="openai (downloaded once), random, or a path to a weights file")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="CLIP's precision: auto (bfloat16 where the device has it natively: "
-                             "CUDA, CPUs with AMX or AVX512-BF16), fp32 or bf16")
+                        help="CLIP's precision: auto (bfloat16 where a few steps timed once on this "
+                             "machine run clearly faster in it, else float32), fp32 or bf16")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
