@@ -63,8 +63,8 @@ class _FloatLayerNorm(nn.LayerNorm):
 def residual_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ResidualAttentionBlock on (B, L, D) tokens, computed as the block computes
     it (pre-LayerNorm attention, then the MLP, each with its layer scale) but with every
-    matrix product on a contiguous 2-D (B*L, D) operand and attention in one fused
-    `scaled_dot_product_attention`.
+    matrix product on a contiguous 2-D (B*L, D) operand and attention as two batched products
+    (`_attention`).
 
     nn.MultiheadAttention with gradients lays its projections out as 3-D views that are not
     contiguous; in bfloat16 on the CPU `matmul` then takes a batched path that copies the
@@ -78,7 +78,7 @@ def residual_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     normed = block.ln_1(tokens).reshape(batch * length, width)
     qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
     query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-    mixed = F.scaled_dot_product_attention(query, key, value)  # (B, heads, L, D / heads)
+    mixed = _attention(query, key, value)  # (B, heads, L, D / heads)
     mixed = mixed.transpose(1, 2).reshape(batch * length, width)
     attended = F.linear(mixed, attn.out_proj.weight, attn.out_proj.bias)
     tokens = tokens + block.ls_1(attended.view(batch, length, width))
@@ -86,8 +86,35 @@ def residual_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return tokens + block.ls_2(block.mlp(normed).view(batch, length, width))
 
 
+def patch_embedding(pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ViT's patch embedding, a convolution whose stride is its kernel (no bias, no padding),
+    as the one matrix product it is: (B, C, H, W) pixels, (width, C, k, k) weight ->
+    (B, H/k * W/k, width) tokens in row-major patch order, as open_clip's conv1 + reshape.
+    A convolution's gradient to its input costs 5-15x this product's on the CPU."""
+    batch, channels, height, width = pixels.shape
+    size = weight.shape[-1]
+    rows, columns = height // size, width // size
+    patches = (pixels.reshape(batch, channels, rows, size, columns, size)
+               .permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * columns, channels * size * size))
+    return F.linear(patches, weight.reshape(len(weight), -1)).view(batch, rows * columns, -1)
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v, the softmax in float32. For CLIP's 50 tokens two small
+    batched products beat the fused kernels, whose backward in bfloat16 on the CPU takes
+    4-5x as long."""
+    scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-2, -1)
+    return scores.float().softmax(-1).to(value.dtype) @ value
+
+
 def _plain_blocks(visual: nn.Module) -> bool:
-    """Whether every block is the plain self-attention block `residual_block` computes."""
+    """Whether the tower is the plain ViT `patch_embedding` and `residual_block` compute:
+    a patchifying conv1, and self-attention blocks."""
+    conv = getattr(visual, "conv1", None)
+    if not (isinstance(conv, nn.Conv2d) and conv.bias is None and conv.kernel_size == conv.stride
+            and conv.padding == (0, 0) and conv.kernel_size[0] == conv.kernel_size[1]
+            and hasattr(visual, "class_embedding") and hasattr(visual, "patch_dropout")):
+        return False
     for block in visual.transformer.resblocks:
         attn = getattr(block, "attn", None)
         if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first
@@ -149,7 +176,14 @@ class ClipEncoder(nn.Module):
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 1 + patches, width) tokens entering block 0."""
         weights = self.visual.conv1.weight
-        return self.visual._embeds(((images - self.mean) / self.std).to(weights.dtype))
+        pixels = ((images - self.mean) / self.std).to(weights.dtype)
+        if not self.plain_blocks:
+            return self.visual._embeds(pixels)
+        visual = self.visual
+        patches = patch_embedding(pixels, weights)
+        tokens = torch.cat([visual.class_embedding.to(patches.dtype).expand(len(patches), 1, -1),
+                            patches], dim=1)
+        return visual.ln_pre(visual.patch_dropout(tokens + visual.positional_embedding.to(tokens.dtype)))
 
     def layer_features(
         self, images: torch.Tensor, layers: Sequence[int]

@@ -104,14 +104,15 @@ def test_load_clip_auto_times_real_steps_and_records_the_choice(tmp_path, monkey
 
 @pytest.mark.parametrize("model", ["tiny-test", "ViT-B-32"])
 def test_the_encoders_blocks_compute_open_clips_blocks(model):
-    """layer_features runs each block as `residual_block` (plain 2-D products, one fused
-    attention); open_clip's own block (nn.MultiheadAttention) gives the same features."""
+    """layer_features embeds the patches as one matrix product and runs each block as
+    `residual_block` (plain 2-D products); open_clip's own patch convolution and blocks
+    (nn.MultiheadAttention) give the same features."""
     encoder = load_clip(model, "random", "cpu", precision="fp32")
     assert encoder.plain_blocks
     images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     ours = encoder.layer_features(images, [2, 5])
     with torch.no_grad():
-        tokens = encoder._tokens(images)
+        tokens = encoder.visual._embeds((images - encoder.mean) / encoder.std)
         for index, block in enumerate(encoder.blocks[:6]):
             tokens = block(tokens)
             if index in (2, 5):
