@@ -80,6 +80,35 @@ def choose_kept(probabilities: torch.Tensor, in_play: torch.Tensor, temperature:
     return keep, expected
 
 
+def kept_widths(probabilities: torch.Tensor, keep: torch.Tensor, temperature: float,
+                threshold: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each kept stroke's width as a fraction of the base width, as the reference draws it.
+
+    The reference draws a kept stroke at its fresh Gumbel-softmax keep sample times the base
+    width (sketch_utils.inference_sketch); it keeps the stroke only when that sample exceeds
+    `threshold`. Here the strokes are chosen first (`choose_kept`), so each kept stroke's
+    sample is drawn from that same distribution given that it exceeds `threshold`: its
+    sample is softmax(([log p, log(1 - p)] + Gumbel noise) / tau)[0], which depends on the
+    noise only through the difference of the two Gumbel variables, a logistic variable D;
+    D is drawn from the logistic distribution cut below where the sample reaches `threshold`.
+
+    Returns (fractions (N,), noise (N,)): float64, the sample of each kept stroke (0 for the
+    others) and its D (NaN for the others).
+    """
+    logits = _keep_logits(probabilities.detach().double().cpu())
+    margin = logits[..., 0] - logits[..., 1]
+    lowest = temperature * math.log(threshold / (1 - threshold)) - margin
+    uniform = torch.rand(margin.shape, generator=generator, dtype=torch.float64).clamp_min(1e-9)
+    floor = torch.sigmoid(lowest)
+    # Uniform over the logistic CDF above `lowest` (below 1, so that D stays finite).
+    position = (floor + (1 - floor) * uniform).clamp_max(1 - 2.0**-53)
+    noise = torch.log(position) - torch.log1p(-position)
+    samples = torch.sigmoid((margin + noise) / temperature)
+    kept = keep.cpu()
+    return (torch.where(kept, samples, torch.zeros_like(samples)),
+            torch.where(kept, noise, torch.full_like(noise, math.nan)))
+
+
 def gumbel_keep(probabilities: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """Soft 'keep' sample of a two-way Gumbel-softmax per stroke: (N,) in (0, 1), differentiable."""
     logits = _keep_logits(probabilities)
@@ -106,6 +135,9 @@ class SimplicityLevel:
 
     row: 1..R in the matrix; points: (N, 4, 2) canvas px of ALL strokes at the chosen step;
     keep: (N,) bool, the strokes this row shows (a subset of the row above's);
+    widths: (N,) each kept stroke's width as a fraction of the base width, its keep sample
+    (`kept_widths`; 0 for the others); probabilities: (N,) the keep probabilities at the
+    chosen step and noise: (N,) the logistic noise each kept stroke's sample was drawn with;
     clip_loss: sum of coefficient x clean layer loss; layer_losses: the raw clean losses;
     expected_strokes: the reference's expected count that `keep` follows.
     """
@@ -116,6 +148,9 @@ class SimplicityLevel:
     ratio: float
     points: np.ndarray
     keep: np.ndarray
+    widths: np.ndarray
+    probabilities: np.ndarray
+    noise: np.ndarray
     clip_loss: float
     layer_losses: dict[int, float]
     sparsity: float
@@ -137,7 +172,16 @@ class SimplicityLevel:
                 "clip_loss": self.clip_loss,
                 "layer_losses": by_layer(self.layer_losses),
                 "sparsity": self.sparsity, "seed": self.seed, "chosen_step": self.chosen_step,
+                "kept": self.kept(),
                 "eval_losses": self.eval_losses, "seconds": round(self.seconds, 3)}
+
+    def kept(self) -> dict[str, dict[str, float]]:
+        """Per kept stroke (by its SVG name): its keep probability, the logistic noise its
+        keep sample was drawn with, and that sample, its width as a fraction of the base."""
+        return {f"stroke-{index}": {"probability": float(self.probabilities[index]),
+                                    "noise": float(self.noise[index]),
+                                    "width": float(self.widths[index])}
+                for index in np.flatnonzero(self.keep)}
 
 
 @dataclass
@@ -168,6 +212,10 @@ class RowCandidate:
     keep: np.ndarray
     #: None once the row is chosen (the next row has loaded it).
     state: RowStart | None = field(repr=False)
+    #: (N,) the kept strokes' widths, keep probabilities and noise (see `SimplicityLevel`).
+    widths: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    noise: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {"seed": self.seed, "step": self.step, "clip": self.clip, "sparsity": self.sparsity,
@@ -201,11 +249,15 @@ class StepDraw:
 @dataclass
 class PendingEval:
     """An evaluation drawn by `pending_eval`, awaiting its clean losses: all strokes' points
-    (N, 4, 2), the strokes kept (N,) bool, the expected count, the keep probabilities' sum
-    over the strokes in play, and the strokes on the canvas."""
+    (N, 4, 2), the strokes kept (N,) bool, their widths as fractions of the base width and
+    the noise drawn for them (`kept_widths`), the keep probabilities (N,), the expected
+    count, the keep probabilities' sum over the strokes in play, and the strokes on the canvas."""
 
     points: torch.Tensor
     keep: torch.Tensor
+    widths: torch.Tensor
+    noise: torch.Tensor
+    probabilities: torch.Tensor
     expected: float
     probability_sum: float
     inside_count: float
@@ -260,6 +312,9 @@ class SimplicityRowTask(Task):
             self.simplify_optimizer.load_state_dict(copy.deepcopy(start.simplify_optimizer))
         self.generator = torch.Generator().manual_seed(
             _chain_seed(seed, column.region, column.layer, row))
+        # The kept strokes' widths draw from their own stream: training draws stay as they were.
+        self.width_generator = torch.Generator().manual_seed(
+            _chain_seed(seed, column.region, column.layer, row) + 1)
         self.allowed = torch.from_numpy(start.allowed.copy()).to(device)
         self.candidates: list[RowCandidate] = []
         self._eval_due = False
@@ -322,9 +377,13 @@ class SimplicityRowTask(Task):
                 in_play = self.allowed if self.allowed.any() else torch.ones_like(self.allowed)
             keep, expected = choose_kept(probabilities, in_play, self.config.gumbel_temperature,
                                          self.config.keep_threshold)
-        self._pending = PendingEval(points, keep, expected, float(probabilities[in_play].sum()),
+            widths, noise = kept_widths(probabilities, keep, self.config.gumbel_temperature,
+                                        self.config.keep_threshold, self.width_generator)
+        self._pending = PendingEval(points, keep, widths, noise, probabilities.detach().cpu(),
+                                    expected, float(probabilities[in_play].sum()),
                                     max(float(inside.sum()), 1.0))
-        return points, self.config.stroke_width * keep.to(points.dtype)
+        # Evaluated as drawn: the kept strokes at their widths, the sketch the user gets.
+        return points, self.config.stroke_width * widths.to(points.device, points.dtype)
 
     def record_eval(self, losses: LayerLosses) -> list[TaskResult]:
         self._eval_due = False
@@ -337,6 +396,8 @@ class SimplicityRowTask(Task):
             sparsity=float(keep.sum()) / pending.inside_count,
             expected=pending.expected, probability_sum=pending.probability_sum,
             points=pending.points.detach().cpu().double().numpy(), keep=keep,
+            widths=pending.widths.numpy(), probabilities=pending.probabilities.double().numpy(),
+            noise=pending.noise.numpy(),
             state=RowStart(
                 location=_cpu_copy(self.location.state_dict()),
                 location_optimizer=_cpu_copy(self.location_optimizer.state_dict()),
@@ -408,7 +469,8 @@ class SimplicityColumn:
             [[c.layer_losses[layer] for layer in layers] + [c.sparsity] for c in candidates])]
         level = SimplicityLevel(
             region=self.region, layer=self.layer, row=row, ratio=self.ratios[row - 1],
-            points=chosen.points, keep=chosen.keep, clip_loss=chosen.clip,
+            points=chosen.points, keep=chosen.keep, widths=chosen.widths,
+            probabilities=chosen.probabilities, noise=chosen.noise, clip_loss=chosen.clip,
             layer_losses=chosen.layer_losses, sparsity=chosen.sparsity,
             expected_strokes=chosen.expected, probability_sum=chosen.probability_sum,
             seed=chosen.seed, chosen_step=chosen.step,
