@@ -4,7 +4,7 @@ The reference augments with torchvision's RandomPerspective (bilinear, fill 0) a
 RandomResizedCrop (bilinear): two resamplings. `clipascene_core.augment` composes both maps
 into one homography and resamples once. For the same random parameters this script computes
 the CLIP layer loss (mean over the augmented pairs of the squared feature difference) of a
-fixed sketch and its target both ways, and compares the difference with how much the loss
+fixed sketch (the initial strokes of a photo) and the photo both ways, and compares the difference with how much the loss
 moves between two independent draws of augmentations (what every step sees anyway).
 
 Run from the repository root: ``python -m bench.augment_parity`` (ViT-B-32, random weights;
@@ -22,10 +22,9 @@ from torchvision.transforms import InterpolationMode
 
 from clipascene_core.augment import _perspective_corners, apply_grids, sample_transforms, sampling_grid
 from clipascene_core.engine import render_batch
-from clipascene_core.imageio import to_canvas_tensor
+from clipascene_core.imageio import load_image, to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
 from clipascene_core.models import load_clip
-from tests.conftest import draw_scene
 
 SIZE = 224
 
@@ -57,11 +56,12 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--augmentations", type=int, default=16)
     parser.add_argument("--strokes", type=int, default=64)
+    parser.add_argument("--image", default="examples/chelsea.jpg")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     encoder = load_clip(args.model, "random")
     layers = [2, 4, 8, 11] if encoder.num_layers > 11 else list(range(encoder.num_layers))
-    target = to_canvas_tensor(draw_scene())
+    target = to_canvas_tensor(load_image(args.image).pixels)
     _, sampling = saliency_map(encoder, target)
     points = torch.from_numpy(initialise_strokes(sampling, args.strokes, 0)).float()
     sketch = render_batch([(points, torch.full((args.strokes,), 3.0))], SIZE)[0]
@@ -85,7 +85,8 @@ def main() -> None:
     other = float((images["draw A"][0] - images["draw B"][1]).abs().mean())
     print(f"mean |pixel difference| of the augmented sketches: once vs twice {same:.4f}; "
           f"against another draw {other:.4f}")
-    print(f"{args.model}, random weights, {args.augmentations} augmentations, {args.strokes} strokes")
+    print(f"{args.model}, random weights, {args.image}, {args.augmentations} augmentations, "
+          f"{args.strokes} initial strokes")
     print("layer  loss once (ours)  loss twice (ref)  relative diff  draw A vs draw B")
     for layer in layers:
         ours, reference = results["draw A"][0][layer], results["draw A"][1][layer]
