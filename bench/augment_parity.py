@@ -4,8 +4,9 @@ The reference augments with torchvision's RandomPerspective (bilinear, fill 0) a
 RandomResizedCrop (bilinear): two resamplings. `clipascene_core.augment` composes both maps
 into one homography and resamples once. For the same random parameters this script computes
 the CLIP layer loss (mean over the augmented pairs of the squared feature difference) of a
-fixed sketch (the initial strokes of a photo) and the photo both ways, and compares the difference with how much the loss
-moves between two independent draws of augmentations (what every step sees anyway).
+fixed sketch (the initial strokes of a photo) and the photo both ways, and compares the
+difference with how much the loss moves between two independent draws of augmentations
+(what every step sees anyway).
 
 Run from the repository root: ``python -m bench.augment_parity`` (ViT-B-32, random weights;
 ``--model tiny-test`` for the tiny model).

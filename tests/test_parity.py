@@ -22,19 +22,12 @@ from clipascene_core.engine import Engine, cell_layer_losses, render_batch
 from clipascene_core.fidelity import FidelityCell, FidelityResult, FidelityTask
 from clipascene_core.imageio import InputImage, to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map, xdog_edges
+from clipascene_core.keep import choose_kept, expected_kept, kept_widths
 from clipascene_core.losses import gradnorm_factors
 from clipascene_core.models import CLIP_MEAN, CLIP_STD
 from clipascene_core.networks import LocationMLP
 from clipascene_core.preprocess import split_scene
-from clipascene_core.simplicity import (
-    RowCandidate,
-    RowStart,
-    SimplicityColumn,
-    SimplicityRowTask,
-    choose_kept,
-    expected_kept,
-    kept_widths,
-)
+from clipascene_core.simplicity import RowCandidate, RowStart, SimplicityColumn, SimplicityRowTask
 from clipascene_core.targets import TargetBank
 from tests.conftest import draw_scene
 
