@@ -111,17 +111,20 @@ class MatrixWriter:
         self.state = MatrixState()
         folder.path(OutputFolder.CELLS).mkdir(parents=True, exist_ok=True)
 
-    def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray) -> StrokeSet:
+    def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray,
+                      widths: np.ndarray) -> StrokeSet:
+        """The kept strokes in the image frame, each at its width (a fraction of the base
+        width: 1 in row 0, the stroke's keep sample in the simplified rows)."""
         plan = self.regions[region]
         names = [f"stroke-{index}" for index in np.flatnonzero(keep)]
         return StrokeSet(plan.to_image.apply(points[keep]),
-                         self.config.stroke_width * plan.width_scale,
+                         self.config.stroke_width * plan.width_scale * np.asarray(widths)[keep],
                          self.frame.image_width, self.frame.image_height, names)
 
     def add(self, sketch: CellSketch) -> None:
         """A region's sketch of a cell is final: write it, and the cell once every region's is."""
         region, row, layer = sketch.region, sketch.row, sketch.layer
-        strokes = self.image_strokes(region, sketch.points, sketch.keep)
+        strokes = self.image_strokes(region, sketch.points, sketch.keep, sketch.widths)
         if region == "background" and self.outline:
             # The background as the cell shows it, cut exactly at the object's outline: the
             # background-alone file, the combined file's group and the counts hold the same

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 
 import cairosvg
 import numpy as np
@@ -140,6 +141,40 @@ def test_foreground_strokes_land_on_the_object_in_the_image_frame(matrix):
     assert manifest["preprocessing"]["reframed"]
     background = read_svg(out / cell["files"]["background"])["background"]
     assert strokes.widths[0] == pytest.approx(background.widths[0])
+
+
+def test_simplified_rows_draw_each_kept_stroke_at_its_keep_sample(matrix):
+    """sketch_utils.inference_sketch of the reference: a stroke stays when its Gumbel-softmax
+    keep sample y = softmax(([log p, log(1 - p)] + (g1, g2)) / 0.2)[0] exceeds 0.7, and is
+    drawn at y x the base width (1.5 in diffvg, the fidelity sketch's width). The manifest
+    records p and g1 - g2 of each kept stroke; y is worked out here from those alone."""
+    out, manifest = matrix
+    fractions = []
+    for cell in manifest["cells"]:
+        combined = read_svg(out / cell["files"]["combined"])
+        row_zero = next(c for c in manifest["cells"] if c["row"] == 0 and c["layer"] == cell["layer"])
+        base = read_svg(out / row_zero["files"]["combined"])
+        for group, region in (("foreground", "foreground"), ("background", "background")):
+            strokes = combined[group]
+            full = base[group].widths[0]
+            assert np.allclose(base[group].widths, full)  # row 0: one width, as the reference
+            if cell["row"] == 0:
+                continue
+            kept = cell["regions"][region]["kept"]
+            assert {name.split(".")[0] for name in strokes.names} == set(kept)
+            for name, width in zip(strokes.names, strokes.widths, strict=True):
+                stroke = kept[name.split(".")[0]]  # every piece of a cut stroke keeps its width
+                p, difference = stroke["probability"], stroke["noise"]
+                logits = np.array([math.log(p) + difference, math.log(1 - p)]) / 0.2
+                sample = math.exp(logits[0] - np.logaddexp(logits[0], logits[1]))
+                assert 0.7 < sample <= 1.0
+                assert width == pytest.approx(sample * full, abs=2e-4)
+                fractions.append(width / full)
+            region_file = read_svg(out / cell["files"][region])[group]
+            for name, width in zip(region_file.names, region_file.widths, strict=True):
+                assert width == pytest.approx(full * kept[name.split(".")[0]]["width"], abs=2e-4)
+    # The samples spread over (0.7, 1]: uniform full widths would not pass the checks above.
+    assert fractions and min(fractions) < 0.999
 
 
 def test_svgs_render_in_an_independent_renderer_like_our_png(matrix):
