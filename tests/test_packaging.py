@@ -35,19 +35,36 @@ INX_NS = "{http://www.inkscape.org/namespace/inkscape/extension}"
 INKSCAPE_SHIPS = {"inkex", "lxml", "gi"}
 
 
-def build_wheel(folder: Path) -> Path:
-    """`pip wheel .` without build isolation (no network here; `python -m build` does the same
-    with isolation)."""
+def build_sdist(folder: Path) -> Path:
+    """The sdist, as `python -m build --sdist` makes it (setuptools' own hook)."""
+    code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    result = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / result.stdout.strip().splitlines()[-1]
+
+
+def build_wheel(sdist: Path, folder: Path) -> Path:
+    """The wheel built from the unpacked sdist, as `python -m build` does (so no stale build/
+    folder of the checkout can slip into it); no build isolation: no network here."""
+    with tarfile.open(sdist) as archive:
+        archive.extractall(folder / "unpacked", filter="data")
+    source = next((folder / "unpacked").iterdir())
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                             "-q", "-w", str(folder), str(ROOT)], capture_output=True, text=True,
+                             "-q", "-w", str(folder), str(source)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return next(folder.glob("clipascene-*.whl"))
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    return build_wheel(tmp_path_factory.mktemp("dist"))
+def sdist(tmp_path_factory) -> Path:
+    return build_sdist(tmp_path_factory.mktemp("sdist"))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory, sdist) -> Path:
+    return build_wheel(sdist, tmp_path_factory.mktemp("dist"))
 
 
 def fresh_environment(prefix: Path, wheel: Path) -> Path:
@@ -82,10 +99,12 @@ def test_the_wheel_holds_the_whole_product_under_this_projects_names(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == set(INSTALLED_AS.values()), "nothing called backend at the top of site-packages"
-    for folder, package in INSTALLED_AS.items():  # every module of the tree, none forgotten
-        for path in (ROOT / folder).rglob("*.py"):
-            if "__pycache__" not in path.parts:
-                assert f"{package}/{path.relative_to(ROOT / folder).as_posix()}" in names, path
+    # Every module of the tree, none forgotten (a new subpackage missing from pyproject.toml's
+    # packages) and none that is no longer there.
+    tree = {f"{package}/{path.relative_to(ROOT / folder).as_posix()}"
+            for folder, package in INSTALLED_AS.items() for path in (ROOT / folder).rglob("*.py")
+            if "__pycache__" not in path.parts}
+    assert {name for name in names if name.endswith(".py")} == tree
     for data in ("clipascene_inkscape/clipascene_sketch.inx", "clipascene_inkscape/clipascene_change.inx",
                  "clipascene_inkscape/clipascene_ext/picker.ui", "clipascene_inkscape/LICENSE",
                  "clipascene_inkscape/icons/clipascene_sketch.svg", "clipascene_backend/web/index.html",
@@ -96,29 +115,13 @@ def test_the_wheel_holds_the_whole_product_under_this_projects_names(wheel):
     assert b"clipascene-backend = clipascene_backend.cli:main" in entry_points
 
 
-def test_the_sdist_builds_the_same_wheel_contents(tmp_path):
-    code = ("import sys; from setuptools import build_meta; "
-            "print(build_meta.build_sdist(sys.argv[1]))")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    sdist = tmp_path / result.stdout.strip().splitlines()[-1]
+def test_the_sdist_holds_the_sources_of_the_whole_product(sdist):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for name in ("pyproject.toml", "inkscape_ext/clipascene_sketch.inx", "inkscape_ext/LICENSE",
+    for name in ("pyproject.toml", "README.md", "inkscape_ext/clipascene_sketch.inx", "inkscape_ext/LICENSE",
                  "inkscape_ext/icons/clipascene_change.svg", "inkscape_ext/clipascene_ext/picker.ui",
                  "backend/web/index.html"):
         assert name in names, name
-    # From the sdist alone, a wheel with the extension inside.
-    folder = tmp_path / "unpacked"
-    with tarfile.open(sdist) as archive:
-        archive.extractall(folder, filter="data")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp_path / "dist"), str(next(folder.iterdir()))],
-                           capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr[-3000:]
-    inner = zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist()
-    assert "clipascene_inkscape/clipascene_ext/picker.ui" in inner
 
 
 def test_installed_outside_the_repository_cli_daemon_and_inkscape_install(installed, tmp_path):
