@@ -21,7 +21,7 @@ from inkex import CubicSuperPath, Transform
 from lxml import etree
 
 from clipascene_core import inkscape as extension_installer
-from tests.backend_helpers import module_server
+from tests.backend_helpers import free_port, module_server
 from tests.conftest import draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,6 +223,27 @@ def test_the_extension_manager_zip_unpacked_into_a_fresh_profile(tmp_path, backe
         archive.extractall(settings / "extensions" / "clipascene-inkscape-0.1.0")
     assert not list(settings.rglob("backend.json"))
     sketch_with(settings, tmp_path)
+
+
+def test_from_the_zip_without_a_daemon_one_message_says_how_to_get_it(tmp_path):
+    """The Extension Manager's zip alone: no daemon recorded, running or on PATH. Its script,
+    run as Inkscape runs it (Inkscape's Python and inkex, the document as argument; Inkscape
+    itself would show this message in a dialog that waits for a click), ends with the one
+    message saying what the daemon is and how to install it."""
+    zipped = extension_installer.write_zip(tmp_path / "dist", source=ROOT / "inkscape_ext")
+    folder = tmp_path / "extensions" / "clipascene-inkscape-0.1.0"
+    with zipfile.ZipFile(zipped) as archive:
+        archive.extractall(folder)
+    document = tmp_path / "photo.svg"
+    photo_document(document)
+    env = dict(os.environ, HOME=str(tmp_path), PATH="/usr/bin:/bin",
+               PYTHONPATH="/usr/share/inkscape/extensions")
+    result = subprocess.run(
+        ["/usr/bin/python3", "clipascene_sketch.py", "--id=photo", f"--server=http://127.0.0.1:{free_port()}",
+         str(document)], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    said = " ".join(result.stderr.split())
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "it is not installed" in said and "clipascene inkscape install" in said, said[-3000:]
 
 
 def test_extension_inx_files_pass_inkscapes_checker():
