@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import netcheck
 from .downloads import DownloadError, download, verify
 from .models import (
     DEFAULT_CLIP_MODEL,
@@ -73,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
 def _download(names: list[str], folder: Path, quiet: bool) -> int:
     from tqdm import tqdm
 
+    missing = [name for name in names if _status(name, folder) != "present"]
+    unreachable = netcheck.unreachable(netcheck.weights_servers()) if missing else None
+    if unreachable:  # offline: one line now, not each file's retries
+        print(f"clipascene: cannot download {', '.join(missing)}: no answer from {unreachable}. "
+              f"Run this again when online, or put the files in {folder}.", file=sys.stderr)
+        return 1
     failures = 0
     for name in names:
         if name == CLIP_NAME:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import netcheck
 from .errors import UserError
 from .paths import models_dir
 from .precision import PRECISIONS, PrecisionChoice, choose_precision, measure
@@ -289,6 +290,7 @@ def load_clip(
             clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     elif weights == "openai":
         cache.mkdir(parents=True, exist_ok=True)
+        _check_clip_download(model, name, cache)
         try:
             clip = open_clip.create_model(name, pretrained="openai", cache_dir=str(cache),
                                           force_quick_gelu=quick_gelu)
@@ -320,6 +322,20 @@ def time_precisions(encoder: ClipEncoder) -> dict[str, float]:
         return measure({"fp32": encoder, "bf16": half})
     finally:
         del half
+
+
+def _check_clip_download(model: str, name: str, cache: Path) -> None:
+    """Before open_clip tries to fetch missing OpenAI weights: one quick request to the hub.
+    Offline, that says it at once (WeightsError) instead of minutes of hub retries."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if name != DEFAULT_CLIP_MODEL or offline or clip_weights_present(cache):
+        return  # other models' cache names are open_clip's business; offline fails at once
+    unreachable = netcheck.unreachable([netcheck.hub_url()], timeout=4.0)
+    if unreachable:
+        raise WeightsError(
+            f"the CLIP {model} OpenAI weights are not in {cache} and cannot be downloaded (no "
+            f"answer from {unreachable}). When online, run `clipascene models download`, or pass "
+            "--weights PATH to a local weights file.")
 
 
 def _load_weights_file(open_clip, name: str, path: Path, quick_gelu: bool) -> nn.Module:
