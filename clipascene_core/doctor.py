@@ -26,8 +26,8 @@ from pathlib import Path
 from . import __version__, inkscape
 from .downloads import verify
 from .models import DEFAULT_CLIP_MODEL, clip_weights_present
-from .precision import PrecisionChoice, cpu_model, planned_choice
 from .paths import data_dir, models_dir
+from .precision import PrecisionChoice, cpu_model, planned_choice
 from .registry import WEIGHTS
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
