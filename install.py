@@ -17,11 +17,8 @@ import json
 import os
 import platform
 import shutil
-import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import venv
 from pathlib import Path
 
@@ -188,65 +185,30 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "clipascene"
 
 
-def inkscape_extensions_dir(profile: Path | None) -> Path | None:
-    """Inkscape's user extensions folder: --inkscape-profile, $INKSCAPE_PROFILE_DIR, what
-    `inkscape --user-data-directory` says, then the usual places per OS (Flatpak and Snap
-    keep their own)."""
-    if profile is not None:
-        return profile / "extensions"
-    if os.environ.get("INKSCAPE_PROFILE_DIR"):
-        return Path(os.environ["INKSCAPE_PROFILE_DIR"]) / "extensions"
-    if shutil.which("inkscape"):
-        try:
-            answer = subprocess.run(["inkscape", "--user-data-directory"], capture_output=True,
-                                    text=True, timeout=60)
-            if answer.returncode == 0 and answer.stdout.strip():
-                return Path(answer.stdout.strip().splitlines()[-1]) / "extensions"
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    home = Path.home()
-    candidates = [
-        home / ".var" / "app" / "org.inkscape.Inkscape" / "config" / "inkscape",  # Flatpak
-        home / "snap" / "inkscape" / "current" / ".config" / "inkscape",  # Snap
-    ]
-    if sys.platform == "darwin":
-        candidates.insert(0, home / "Library" / "Application Support" / "org.inkscape.Inkscape"
-                          / "config" / "inkscape")
-    elif os.name == "nt":
-        candidates.insert(0, Path(os.environ.get("APPDATA", home)) / "inkscape")
-    else:
-        candidates.insert(0, Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "inkscape")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate / "extensions"
-    return None
-
-
-def install_extension(extensions: Path, link: bool, backend: Path, data_dir: Path) -> Path:
-    """Put the extension in Inkscape's folder as extensions/clipascene and record where the
-    backend is, so the extension can start it."""
-    target = extensions / "clipascene"
-    source = ROOT / "inkscape_ext"
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.is_dir():
-        shutil.rmtree(target)
-    extensions.mkdir(parents=True, exist_ok=True)
-    if link:
-        target.symlink_to(source, target_is_directory=True)
-    else:
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "backend.json"))
-    record = {"backend": str(backend), "data_dir": str(data_dir)}
-    (target / "clipascene_ext" / "backend.json").write_text(json.dumps(record, indent=2) + "\n")
-    say(f"Inkscape extension {'linked' if link else 'copied'} to {target}")
+def install_extension(python: Path, profile: Path | None, link: bool, data_dir: Path) -> Path | None:
+    """Put the extension into Inkscape's user extensions folder with the environment's own
+    `clipascene inkscape install` (one implementation: clipascene_core/inkscape.py), which
+    records where the backend is so the extension can start it. None when Inkscape's profile
+    folder was not found."""
+    command = [str(python), "-m", "clipascene_core.cli", "inkscape"]
+    where = ["--profile", str(profile)] if profile is not None else []
+    found = subprocess.run([*command, "path", *where], capture_output=True, text=True)
+    if found.returncode != 0:
+        return None
+    target = Path(found.stdout.strip().splitlines()[-1])
+    run([*command, "install", *where, "--data-dir", str(data_dir), *(["--link"] if link else [])],
+        "installing the Inkscape extension")
     return target
 
 
 def check_inkscape_python() -> None:
     """The extension runs in the Python Inkscape starts: it needs lxml, and GTK for the picker.
 
-    A distribution's Inkscape (/usr/bin/inkscape) runs the python3 beside it, whatever else is
-    first on PATH; otherwise Inkscape asks PATH for python3."""
+    Only on Linux, where a distribution's Inkscape (/usr/bin/inkscape) runs the system's python3
+    beside it: Inkscape's own bundled Python (Windows, macOS) is never run from here (on macOS
+    1.4.3+ a launch constraint kills it when started from a terminal); it has what it needs."""
+    if not sys.platform.startswith("linux"):
+        return
     inkscape = shutil.which("inkscape")
     beside = Path(inkscape).resolve().parent / "python3" if inkscape else None
     python = (str(beside) if beside and beside.exists() else None) or shutil.which("python3") \
@@ -264,25 +226,22 @@ def check_inkscape_python() -> None:
             "On Debian/Ubuntu: sudo apt-get install python3-lxml python3-gi gir1.2-gtk-3.0")
 
 
-#: Where the weights come from: CLIP through the Hugging Face hub, the others from GitHub.
-WEIGHTS_SERVERS = ("https://huggingface.co", "https://github.com")
+def _core_module(name: str):
+    """A standard-library-only module of clipascene_core, loaded by its path: install.py runs
+    before the project (and its dependencies) are installed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_clipascene_{name}",
+                                                  ROOT / "clipascene_core" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_servers_unreachable(timeout: float = 5.0) -> str | None:
-    """One quick request to each server the weights come from: None when all answer, else
-    which one does not and why (no retries: offline, that is all there is to know)."""
-    for url in WEIGHTS_SERVERS:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-        except urllib.error.HTTPError:
-            continue  # it answered
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, ssl.SSLError):
-                continue  # it answered; certificates are the downloader's business
-            return f"{url} ({error.reason})"
-        except (OSError, ValueError) as error:
-            return f"{url} ({error})"
-    return None
+    """One quick request to each server the weights come from (clipascene_core.netcheck)."""
+    netcheck = _core_module("netcheck")
+    return netcheck.unreachable(netcheck.weights_servers(), timeout)
 
 
 def download_weights(python: Path, data_dir: Path, models_dir: Path) -> bool:
@@ -441,12 +400,12 @@ def main(argv: list[str] | None = None) -> int:
             download_weights(python, data_dir, models_dir)
         backend = python.parent / ("clipascene-backend.exe" if os.name == "nt" else "clipascene-backend")
         if not args.no_inkscape:
-            extensions = inkscape_extensions_dir(args.inkscape_profile)
-            if extensions is None:
+            extension = install_extension(python, args.inkscape_profile, args.dev, data_dir)
+            if extension is None:
                 say("Inkscape was not found: install Inkscape 1.2 or newer, then run install.py "
                     "again to add the extension (or pass --inkscape-profile).")
             else:
-                record["extension"] = str(install_extension(extensions, args.dev, backend, data_dir))
+                record["extension"] = str(extension)
                 check_inkscape_python()
         if args.service:
             unit = install_service(backend, data_dir)

@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+#: The HTTP API's version, told in /v1/health. Raise it with a change that breaks a client (a
+#: field, endpoint or event removed or changed in meaning), together with the extension's
+#: clipascene_ext.API_VERSION: each end then says which of the two to update.
+API_VERSION = 1
+
 
 class ProgressInfo(BaseModel):
     stage: str | None = None
@@ -114,11 +119,16 @@ class WorkerState(BaseModel):
     job: str | None
     problem: str | None
     since: float | None
+    #: CLIP's precision here: {"requested", "precision", "reason", "fp32_ms", "bf16_ms",
+    #: "machine"} (precision None until `auto` has measured this machine).
+    precision: dict | None = None
 
 
 class Health(BaseModel):
     service: str
     version: str
+    #: The HTTP API's version (API_VERSION): the extension compares it with its own.
+    api_version: int
     ok: bool
     problems: list[str]
     workers: list[WorkerState]

@@ -14,6 +14,7 @@ from clipascene_core.engine import Cancelled
 from clipascene_core.errors import UserError
 from clipascene_core.imageio import load_image
 from clipascene_core.models import ClipEncoder, load_clip
+from clipascene_core.precision import planned_choice
 from clipascene_core.records import (
     CellEvent,
     Manifest,
@@ -97,7 +98,17 @@ class Worker(threading.Thread):
             problem = (f"job {self.current} has shown no progress for "
                        f"{(time.monotonic() - self.last_sign) / 60:.0f} minutes.")
         return {"device": self.device, "state": state, "job": self.current, "problem": problem,
-                "since": self.problem_since if state == "retrying" else None}
+                "since": self.problem_since if state == "retrying" else None,
+                "precision": self.precision()}
+
+    def precision(self) -> dict | None:
+        """CLIP's precision on this worker: as loaded, or as `auto` would choose it."""
+        if self._encoder is not None:
+            return self._encoder.precision_choice.to_dict()
+        try:
+            return planned_choice(self.models.precision, self.device, self.models.clip_model)
+        except (RuntimeError, ValueError):  # a device torch cannot name here
+            return None
 
     def run(self) -> None:
         while not self.stopping.is_set():

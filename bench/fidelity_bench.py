@@ -24,7 +24,7 @@ import torch
 from bench.render_bench import time_renderer
 from clipascene_core.config import make_config
 from clipascene_core.matrix import plan_matrix, run_plan
-from clipascene_core.models import load_clip, native_bf16, resolve_device
+from clipascene_core.models import load_clip, resolve_device
 from clipascene_core.records import ProgressEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +104,8 @@ def run(steps: int, device_name: str) -> str:
     encoder = load_clip("ViT-B-32", "random", device)  # float32: the floor's precision
     auto = load_clip("ViT-B-32", "random", device, precision="auto")
     lines = [
-        f"Machine: {machine()}; device {device}; native bfloat16: {native_bf16(device)} "
-        f"(so --precision auto runs {auto.precision}).",
+        f"Machine: {machine()}; device {device}; --precision auto runs "
+        f"{auto.precision_choice.describe()}.",
         "",
         "| measurement | batch (images) | time | ratio to floor |",
         "|---|---|---|---|",

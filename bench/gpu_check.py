@@ -24,7 +24,7 @@ import torch
 from bench.fidelity_bench import SAMPLE, machine, time_clip_floor, time_plan_step
 from bench.matrix_bench import run_matrix
 from clipascene_core.config import FIDELITY_LAYERS, make_config
-from clipascene_core.models import load_clip, native_bf16, resolve_device
+from clipascene_core.models import load_clip, resolve_device
 
 
 def sync(device: torch.device) -> None:
@@ -86,12 +86,13 @@ def run(device_name: str, quick: bool) -> str:
     started = time.perf_counter()
     fp32 = load_clip("ViT-B-32", "random", device)
     encoders = {"fp32": fp32, "bf16": copy.deepcopy(fp32).use_precision("bf16")}
-    auto = encoders["bf16"] if native_bf16(device) else fp32
+    choice = load_clip("ViT-B-32", "random", device, precision="auto").precision_choice
+    auto = encoders[choice.precision]
     batches = [5, 10] if quick else [5, 10, 30, 60, 120, 240]
     repeats = 2 if quick else 10
     lines = [f"Machine: {machine()}; device {device}"
              + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-             + f"; --precision auto runs {auto.precision}. Sample: {SAMPLE.name}.", ""]
+             + f"; --precision auto runs {choice.describe()}. Sample: {SAMPLE.name}.", ""]
     lines += clip_table(encoders, batches, repeats, device)
     lines += ["", f"| engine step (lock-step, one batch, {auto.precision}) | time |", "|---|---|"]
     for cells in ([1, 2] if quick else [1, 6, 12]):

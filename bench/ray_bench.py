@@ -25,12 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from backend.app import create_app  # noqa: E402
-from backend.executors import ExecutorSettings  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from backend.worker import ModelSettings  # noqa: E402
 from bench import report  # noqa: E402
 from bench.fidelity_bench import SAMPLE, machine  # noqa: E402
+from clipascene_backend.app import create_app  # noqa: E402
+from clipascene_backend.executors import ExecutorSettings  # noqa: E402
+from clipascene_backend.settings import Settings  # noqa: E402
+from clipascene_backend.worker import ModelSettings  # noqa: E402
 
 #: A small but not trivial tiny-model matrix: 2 columns x 3 rows, one region.
 JOB = {"preset": "preview", "layers": [2, 8], "rows": 2, "strokes": 16, "iterations": 20,

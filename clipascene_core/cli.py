@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, doctor, inkscape, model_manager
 from .config import RENDERERS, ConfigError
 from .errors import UserError
 from .imageio import load_image
@@ -52,9 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --ray: GPUs per matrix (0.25 packs four on a GPU; default 1 "
                             "where the cluster has GPUs, else 0)")
     add_matrix_options(batch)
-    from .model_manager import add_commands
-
-    add_commands(commands)
+    for module in (model_manager, inkscape, doctor):
+        module.add_commands(commands)
     return parser
 
 
@@ -159,10 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             from .batch import run_batch
 
             return run_batch(args)
-        if args.command == "models":
-            from .model_manager import run
-
-            return run(args)
+        if args.command in ("models", "inkscape", "doctor"):
+            runs = {"models": model_manager.run, "inkscape": inkscape.run, "doctor": doctor.run}
+            return runs[args.command](args)
     except UserError as error:  # the image, the options, the mask, weights not installed
         print(f"clipascene: {error}", file=sys.stderr)
         return EXIT_WEIGHTS if isinstance(error, WeightsError) else EXIT_INPUT

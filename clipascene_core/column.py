@@ -44,6 +44,11 @@ class FidelitySketch:
         """Strokes pushed entirely off the canvas are left out."""
         return self.best.on_canvas
 
+    @property
+    def widths(self) -> np.ndarray:
+        """Every stroke at the base width, as the reference draws its fidelity sketches."""
+        return np.ones(len(self.best.points))
+
     def details(self) -> dict:
         best = self.best
         return {

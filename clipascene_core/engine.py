@@ -85,13 +85,15 @@ class Task(ABC):
 
 class CellSketch(Protocol):
     """A matrix cell's sketch of one region, final: `points` (N, 4, 2) canvas px of all the
-    column's strokes, `keep` (N,) bool the strokes it shows, and `details()` for the manifest."""
+    column's strokes, `keep` (N,) bool the strokes it shows, `widths` (N,) each stroke's width
+    as a fraction of the base stroke width, and `details()` for the manifest."""
 
     region: str
     row: int
     layer: int
     points: np.ndarray
     keep: np.ndarray
+    widths: np.ndarray
 
     def details(self) -> dict: ...
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from . import __version__
 from .column import ColumnChain
-from .compose import trim_to_frame
+from .compose import cut_strokes, trim_to_frame
 from .config import SketchConfig, config_dict, region_label, step_counts
 from .engine import CellSketch, Engine, Progress
 from .fidelity import loss_terms
@@ -111,17 +111,27 @@ class MatrixWriter:
         self.state = MatrixState()
         folder.path(OutputFolder.CELLS).mkdir(parents=True, exist_ok=True)
 
-    def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray) -> StrokeSet:
+    def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray,
+                      widths: np.ndarray) -> StrokeSet:
+        """The kept strokes in the image frame, each at its width (a fraction of the base
+        width: 1 in row 0, the stroke's keep sample in the simplified rows)."""
         plan = self.regions[region]
         names = [f"stroke-{index}" for index in np.flatnonzero(keep)]
-        return trim_to_frame(StrokeSet(plan.to_image.apply(points[keep]),
-                                       self.config.stroke_width * plan.width_scale,
-                                       self.frame.image_width, self.frame.image_height, names))
+        # Trimmed at the image's edges, so every consumer gets what the thumbnails show.
+        return trim_to_frame(StrokeSet(
+            plan.to_image.apply(points[keep]),
+            self.config.stroke_width * plan.width_scale * np.asarray(widths)[keep],
+            self.frame.image_width, self.frame.image_height, names))
 
     def add(self, sketch: CellSketch) -> None:
         """A region's sketch of a cell is final: write it, and the cell once every region's is."""
         region, row, layer = sketch.region, sketch.row, sketch.layer
-        strokes = self.image_strokes(region, sketch.points, sketch.keep)
+        strokes = self.image_strokes(region, sketch.points, sketch.keep, sketch.widths)
+        if region == "background" and self.outline:
+            # The background as the cell shows it, cut exactly at the object's outline: the
+            # background-alone file, the combined file's group and the counts hold the same
+            # strokes, whichever strokes the outline happens to cross or cover.
+            strokes = cut_strokes(strokes, self.outline)
         self.state.sketches[(region, row, layer)] = (strokes, sketch.details())
         if region != "scene":
             label = region_label(region)
@@ -136,12 +146,8 @@ class MatrixWriter:
         if "scene" in per_region:
             groups.append(("scene", per_region["scene"][0]))
         else:
-            from .compose import cut_strokes
-
-            background = per_region["background"][0]
-            if self.outline:
-                background = cut_strokes(background, self.outline)
-            groups += [("background", background), ("foreground", per_region["object"][0])]
+            groups += [("background", per_region["background"][0]),
+                       ("foreground", per_region["object"][0])]
         files = OutputFolder.cell_files(row, layer, split="scene" not in per_region)
         atomic_write_bytes(self.folder.path(files["combined"]),
                            svg_document(self.frame.image_width, self.frame.image_height,
@@ -309,7 +315,8 @@ def plan_matrix(
                "canvas_scale": frame.scale, "canvas_offset": list(frame.offset)},
         model={"clip": encoder.info.model, "weights": encoder.info.weights,
                "meaningful": encoder.info.meaningful, "device": str(device),
-               "precision": encoder.precision},
+               "precision": encoder.precision,
+               "precision_choice": encoder.precision_choice.to_dict()},
         preset={"requested": config.preset_requested, "ran": config.preset,
                 "steps": step_counts(config, regions)},
         layers=list(config.layers), rows=config.simplicity_rows + 1,

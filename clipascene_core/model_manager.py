@@ -6,9 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import netcheck
 from .downloads import DownloadError, download, verify
-from .models import DEFAULT_CLIP_MODEL, WeightsError, clip_weights_present, load_clip
+from .models import (
+    DEFAULT_CLIP_MODEL,
+    WeightsError,
+    clip_weights_present,
+    load_clip,
+    resolve_device,
+)
 from .paths import models_dir
+from .precision import PrecisionChoice, planned_choice
 from .registry import WEIGHTS
 
 CLIP_NAME = "clip"
@@ -30,6 +38,15 @@ def _status(name: str, folder: Path) -> str:
     return verify(WEIGHTS[name], folder)
 
 
+def precision_line() -> str:
+    """What `--precision auto` runs CLIP in on this machine's first device."""
+    device = resolve_device("auto")
+    choice = planned_choice("auto", device, DEFAULT_CLIP_MODEL)
+    if choice["precision"] is None:
+        return f"auto on {device}: {choice['reason']}"
+    return f"auto on {device}: " + PrecisionChoice(**choice).describe()
+
+
 def run(args: argparse.Namespace) -> int:
     folder = (args.weights_dir or models_dir()).expanduser()
     names = args.names or [CLIP_NAME, *WEIGHTS]
@@ -47,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             role = "CLIP ViT-B/32 (OpenAI), required" if name == CLIP_NAME else WEIGHTS[name].role
             print(f"{name:10} {state:8} {role}")
         print(f"folder: {folder}")
+        if args.action == "list":
+            print(f"precision: {precision_line()}")
         bad = [name for name, state in states.items() if state != "present"]
         return 1 if args.action == "verify" and bad else 0
     return _download(names, folder, args.quiet)
@@ -55,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
 def _download(names: list[str], folder: Path, quiet: bool) -> int:
     from tqdm import tqdm
 
+    missing = [name for name in names if _status(name, folder) != "present"]
+    unreachable = netcheck.unreachable(netcheck.weights_servers()) if missing else None
+    if unreachable:  # offline: one line now, not each file's retries
+        print(f"clipascene: cannot download {', '.join(missing)}: no answer from {unreachable}. "
+              f"Run this again when online, or put the files in {folder}.", file=sys.stderr)
+        return 1
     failures = 0
     for name in names:
         if name == CLIP_NAME:

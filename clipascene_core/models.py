@@ -7,6 +7,7 @@ config so it goes through exactly the same code.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import netcheck
 from .errors import UserError
 from .paths import models_dir
+from .precision import PRECISIONS, PrecisionChoice, choose_precision, measure
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +48,81 @@ class ClipInfo:
     meaningful: bool
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 class _FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever its input, returned in the input's dtype."""
+    """LayerNorm with float32 weights and statistics whatever its input, returned in the
+    input's dtype. On the CPU, torch's LayerNorm takes a bfloat16 input with float32 weights
+    as it is and accumulates in float32 (no cast of the activations each way); elsewhere the
+    input is cast."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias,
                             self.eps).to(x.dtype)
 
 
-def native_bf16(device: torch.device, cpu_flags: str | None = None) -> bool:
-    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with
-    AMX or AVX512-BF16 (cpu_flags: the flags line of /proc/cpuinfo; read when None). Apple's
-    MPS and other CPUs emulate it, which is slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
+def residual_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ResidualAttentionBlock on (B, L, D) tokens, computed as the block computes
+    it (pre-LayerNorm attention, then the MLP, each with its layer scale) but with every
+    matrix product on a contiguous 2-D (B*L, D) operand and attention as two batched products
+    (`_attention`).
+
+    nn.MultiheadAttention with gradients lays its projections out as 3-D views that are not
+    contiguous; in bfloat16 on the CPU `matmul` then takes a batched path that copies the
+    weight and the activations on every call, forward and backward, and the copies cost far
+    more than the products (2.7x slower than float32 on an AVX512-BF16 CPU). Written this
+    way both precisions run the same plain GEMMs; the result is the block's own (a test
+    compares them)."""
+    attn = block.attn
+    batch, length, width = tokens.shape
+    heads = attn.num_heads
+    normed = block.ln_1(tokens).reshape(batch * length, width)
+    qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
+    query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    mixed = _attention(query, key, value)  # (B, heads, L, D / heads)
+    mixed = mixed.transpose(1, 2).reshape(batch * length, width)
+    attended = F.linear(mixed, attn.out_proj.weight, attn.out_proj.bias)
+    tokens = tokens + block.ls_1(attended.view(batch, length, width))
+    normed = block.ln_2(tokens).reshape(batch * length, width)
+    return tokens + block.ls_2(block.mlp(normed).view(batch, length, width))
+
+
+def patch_embedding(pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ViT's patch embedding, a convolution whose stride is its kernel (no bias, no padding),
+    as the one matrix product it is: (B, C, H, W) pixels, (width, C, k, k) weight ->
+    (B, H/k * W/k, width) tokens in row-major patch order, as open_clip's conv1 + reshape.
+    A convolution's gradient to its input costs 5-15x this product's on the CPU."""
+    batch, channels, height, width = pixels.shape
+    size = weight.shape[-1]
+    rows, columns = height // size, width // size
+    patches = (pixels.reshape(batch, channels, rows, size, columns, size)
+               .permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * columns, channels * size * size))
+    return F.linear(patches, weight.reshape(len(weight), -1)).view(batch, rows * columns, -1)
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v, the softmax in float32. For CLIP's 50 tokens two small
+    batched products beat the fused kernels, whose backward in bfloat16 on the CPU takes
+    4-5x as long."""
+    scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-2, -1)
+    return scores.float().softmax(-1).to(value.dtype) @ value
+
+
+def _plain_blocks(visual: nn.Module) -> bool:
+    """Whether the tower is the plain ViT `patch_embedding` and `residual_block` compute:
+    a patchifying conv1, and self-attention blocks."""
+    conv = getattr(visual, "conv1", None)
+    if not (isinstance(conv, nn.Conv2d) and conv.bias is None and conv.kernel_size == conv.stride
+            and conv.padding == (0, 0) and conv.kernel_size[0] == conv.kernel_size[1]
+            and hasattr(visual, "class_embedding") and hasattr(visual, "patch_dropout")):
         return False
-    if cpu_flags is None:
-        try:
-            cpu_flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                              if line.startswith("flags")), "")
-        except OSError:
-            cpu_flags = ""
-    flags = set(cpu_flags.replace(":", " ").split())
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where the device has native bfloat16, else 'fp32'; others as given."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"unknown precision {requested!r}; choose auto, fp32 or bf16.")
-    if requested == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return requested
+    for block in visual.transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first
+                and attn._qkv_same_embed_dim and attn.in_proj_bias is not None
+                and not hasattr(block, "ln_1_kv")):
+            return False
+    return True
 
 
 class ClipEncoder(nn.Module):
@@ -95,6 +137,10 @@ class ClipEncoder(nn.Module):
         super().__init__()
         self.visual = visual
         self.info = info
+        #: open_clip's plain blocks run through `residual_block` (fast in bfloat16 too).
+        self.plain_blocks = _plain_blocks(visual)
+        #: How the precision was chosen (load_clip sets it; "asked" for a bare encoder).
+        self.precision_choice = PrecisionChoice("fp32", "fp32", "asked")
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -110,6 +156,7 @@ class ClipEncoder(nn.Module):
         accumulates in float32 on its own). The renderer and the losses stay float32."""
         if precision == self.precision:
             return self
+        self.precision_choice = PrecisionChoice(precision, precision, "asked")
         for module in self.visual.modules():
             if isinstance(module, nn.LayerNorm):
                 module.__class__ = _FloatLayerNorm
@@ -130,7 +177,14 @@ class ClipEncoder(nn.Module):
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 1 + patches, width) tokens entering block 0."""
         weights = self.visual.conv1.weight
-        return self.visual._embeds(((images - self.mean) / self.std).to(weights.dtype))
+        pixels = ((images - self.mean) / self.std).to(weights.dtype)
+        if not self.plain_blocks:
+            return self.visual._embeds(pixels)
+        visual = self.visual
+        patches = patch_embedding(pixels, weights)
+        tokens = torch.cat([visual.class_embedding.to(patches.dtype).expand(len(patches), 1, -1),
+                            patches], dim=1)
+        return visual.ln_pre(visual.patch_dropout(tokens + visual.positional_embedding.to(tokens.dtype)))
 
     def layer_features(
         self, images: torch.Tensor, layers: Sequence[int]
@@ -146,7 +200,7 @@ class ClipEncoder(nn.Module):
         features = {}
         tokens = self._tokens(images)
         for index, block in enumerate(self.blocks[: last + 1]):
-            tokens = block(tokens)
+            tokens = residual_block(block, tokens) if self.plain_blocks else block(tokens)
             if index in wanted:
                 features[index] = tokens
         return features
@@ -206,8 +260,8 @@ def load_clip(
     cache_dir: str | Path | None = None,
     precision: str = "fp32",
 ) -> ClipEncoder:
-    """Build CLIP's image encoder, frozen, on `device`, in `precision` (see PRECISIONS and
-    `resolve_precision`: "auto" is bf16 where the device computes it natively).
+    """Build CLIP's image encoder, frozen, on `device`, in `precision` ("fp32", "bf16", or
+    "auto": bf16 where a step measured clearly faster on this machine; see precision.py).
 
     model: an open_clip model name ("ViT-B-32") or "tiny-test" (the tests' tiny random model).
     weights: "openai" (downloaded once into `cache_dir`, by default the data folder's models/),
@@ -236,6 +290,7 @@ def load_clip(
             clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     elif weights == "openai":
         cache.mkdir(parents=True, exist_ok=True)
+        _check_clip_download(model, name, cache)
         try:
             clip = open_clip.create_model(name, pretrained="openai", cache_dir=str(cache),
                                           force_quick_gelu=quick_gelu)
@@ -253,9 +308,34 @@ def load_clip(
     info = ClipInfo(model=model, weights=weights, meaningful=weights != "random")
     device = torch.device(device)
     encoder = ClipEncoder(clip.visual, info).to(device)
-    encoder.use_precision(resolve_precision(precision, device))
-    logger.info("loaded CLIP %s (%s weights) on %s in %s", model, weights, device, encoder.precision)
+    choice = choose_precision(precision, device, model, lambda: time_precisions(encoder))
+    encoder.use_precision(choice.precision)
+    encoder.precision_choice = choice
+    logger.info("loaded CLIP %s (%s weights) on %s in %s", model, weights, device, choice.describe())
     return encoder
+
+
+def time_precisions(encoder: ClipEncoder) -> dict[str, float]:
+    """Milliseconds of a training step of `encoder` (float32) and of its bfloat16 copy."""
+    half = copy.deepcopy(encoder).use_precision("bf16")
+    try:
+        return measure({"fp32": encoder, "bf16": half})
+    finally:
+        del half
+
+
+def _check_clip_download(model: str, name: str, cache: Path) -> None:
+    """Before open_clip tries to fetch missing OpenAI weights: one quick request to the hub.
+    Offline, that says it at once (WeightsError) instead of minutes of hub retries."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if name != DEFAULT_CLIP_MODEL or offline or clip_weights_present(cache):
+        return  # other models' cache names are open_clip's business; offline fails at once
+    unreachable = netcheck.unreachable([netcheck.hub_url()], timeout=4.0)
+    if unreachable:
+        raise WeightsError(
+            f"the CLIP {model} OpenAI weights are not in {cache} and cannot be downloaded (no "
+            f"answer from {unreachable}). When online, run `clipascene models download`, or pass "
+            "--weights PATH to a local weights file.")
 
 
 def _load_weights_file(open_clip, name: str, path: Path, quick_gelu: bool) -> nn.Module:
@@ -283,8 +363,8 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--weights", default="openai",
                         help="openai (downloaded once), random, or a path to a weights file")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="CLIP's precision: auto (bfloat16 where the device has it natively: "
-                             "CUDA, CPUs with AMX or AVX512-BF16), fp32 or bf16")
+                        help="CLIP's precision: auto (bfloat16 where a few steps timed once on this "
+                             "machine run clearly faster in it, else float32), fp32 or bf16")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

@@ -175,7 +175,7 @@ def _count_components(mask: np.ndarray) -> int:
 class SceneSplit:
     """A scene split into its object and its background, all in working-image px.
 
-    mask: bool (h, w), the object, undilated (specks removed unless the user drew the mask);
+    mask: bool (h, w), the object, undilated (specks removed only when it is re-framed);
     foreground: RGB (w x h), the working image with everything outside ``mask`` white;
     background: RGB (w x h), the working image with the dilated mask inpainted (or the image
     itself when no object was found);
@@ -323,8 +323,9 @@ def split_scene(
     """Split ``image`` into object and background (working-image px), with the object's re-framing.
 
     The mask is ``user_mask`` (a file, see `load_user_mask`; raises `MaskInputError`) if given, else
-    U²-Net's saliency above 0.5 with specks removed (``saliency``, else u2net.onnx from ``models_dir``,
-    default the registry's folder), else `fallback_mask`. The background is inpainted by
+    U²-Net's saliency above 0.5 (``saliency``, else u2net.onnx from ``models_dir``, default the
+    registry's folder), else `fallback_mask`; specks (components under a third of the largest) are
+    left out only when the object is re-framed, as the reference does. The background is inpainted by
     ``inpainting``, else big-lama.pt from ``models_dir``, else `fallback_inpaint`. Every fallback is
     announced in ``notices``; so is an image in which nothing stands out.
     """
@@ -333,8 +334,8 @@ def split_scene(
     notices: list[str] = []
     if user_mask is not None:
         # The user's drawing is taken as meant: several parts of any size may be the object.
-        mask = salient = load_user_mask(user_mask, working.size, (image.width, image.height))
-        components, mask_method = _count_components(mask), "user"
+        cleaned = salient = load_user_mask(user_mask, working.size, (image.width, image.height))
+        components, mask_method = _count_components(cleaned), "user"
     else:
         if saliency is None:
             # The CPU was asked for: keep onnxruntime off the GPU too.
@@ -345,7 +346,13 @@ def split_scene(
             salient, mask_method = saliency.predict(working) > SALIENCY_THRESHOLD, "u2net"
         else:
             salient, mask_method = fallback_mask(working), "fallback"
-        mask, components = clean_components(salient)
+        cleaned, components = clean_components(salient)
+    object_frame = object_reframing(cleaned, image.frame, components)
+    reframed = object_frame != Affine2D.IDENTITY
+    # As the reference (get_mask_u2net): specks are dropped where the object is re-framed
+    # (its box and component count are the cleaned mask's); otherwise the raw mask, specks
+    # included, is the object.
+    mask = cleaned if reframed else salient
     # The inpainting hole is the raw mask dilated, specks included (as the reference): a speck
     # of the object left in the background would be sketched there.
     hole = dilate_for_inpainting(salient)
@@ -364,8 +371,6 @@ def split_scene(
         background, inpaint_method = fallback_inpaint(working, hole), "fallback"
     pixels = np.asarray(working)
     foreground = Image.fromarray(np.where(mask[..., None], pixels, np.uint8(255)), "RGB")
-    object_frame = object_reframing(mask, image.frame, components)
-    reframed = object_frame != Affine2D.IDENTITY
     logger.info("scene split: mask by %s (%d component(s), %.1f %% of the image), background by %s%s",
                 mask_method, components, 100 * mask.mean(), inpaint_method,
                 f", object zoomed x{1 / object_frame.scale:.2f}" if reframed else "")

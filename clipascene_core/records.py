@@ -61,7 +61,7 @@ class OutputFolder:
 
         manifest.json                   every cell, its files, counts, losses; notices; timings
         cells/r{row}_L{layer}.svg       combined: background cut at the object outline + object
-        cells/r{row}_L{layer}.{part}.svg   each region alone (foreground, background)
+        cells/r{row}_L{layer}.{part}.svg   each region alone (foreground; background as cut)
         cells/r{row}_L{layer}.png       the combined cell rasterised
         grid.png                        overview of the matrix with row/column labels
         mask.png, attention_{region}.png, target_{region}.png   for inspection
@@ -119,9 +119,10 @@ class CellRecord:
     """One finished cell of the matrix.
 
     files: part -> file name in the OutputFolder; strokes: per group (scene, or background
-    and foreground) the strokes drawn, counted before the background is cut at the object
-    outline; pieces: the paths after that cut; regions: per region label, how its sketch
-    was made (losses, seed, chosen step, …).
+    and foreground) the strokes drawn in the cell, the same in the combined file's group and
+    in that part's own file (a background stroke cut in pieces at the object outline counts
+    once; one wholly under the object is gone); pieces: the paths after that cut; regions:
+    per region label, how its sketch was made (strokes it kept, losses, seed, chosen step, …).
     """
 
     row: int

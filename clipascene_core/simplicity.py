@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from .fidelity import (
     loss_terms,
     weighted_clean_loss,
 )
+from .keep import choose_kept, gumbel_keep, kept_widths
 from .losses import gradnorm_factors, set_gradients
 from .networks import LocationMLP, SimplifyMLP
 
@@ -45,47 +45,6 @@ logger = logging.getLogger(__name__)
 def ratio_schedule(first_ratio: float, delta: float, levels: int) -> list[float]:
     """r_i = r_1 * 2^(-i * delta), i = 0..levels-1."""
     return [first_ratio * 2.0 ** (-index * delta) for index in range(levels)]
-
-
-def _keep_logits(probabilities: torch.Tensor) -> torch.Tensor:
-    """(..., 2) logits [log p, log(1 - p)] of the keep/drop choice."""
-    return torch.stack([probabilities.clamp_min(1e-12).log(),
-                        (1 - probabilities).clamp_min(1e-12).log()], -1)
-
-
-def expected_kept(probabilities: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
-    """(...) expected number of strokes the reference keeps: sum over the last axis of
-    P(softmax(([log p, log(1 - p)] + Gumbel noise) / tau)[0] > threshold).
-
-    The difference of two Gumbel variables is logistic, so each probability is
-    sigmoid(logit p - tau * logit threshold).
-    """
-    logits = _keep_logits(probabilities)
-    margin = logits[..., 0] - logits[..., 1] - temperature * math.log(threshold / (1 - threshold))
-    return torch.sigmoid(margin).sum(-1)
-
-
-def choose_kept(probabilities: torch.Tensor, in_play: torch.Tensor, temperature: float,
-                threshold: float) -> tuple[torch.Tensor, float]:
-    """Deterministic keep mask (N,) bool and the expected count it follows.
-
-    The k most probable strokes in play, k = the expected count of the reference's rule over
-    the strokes in play, rounded, at least 1 (0 only when nothing is in play).
-    """
-    expected = float(expected_kept(probabilities[in_play], temperature, threshold))
-    count = min(max(1, math.floor(expected + 0.5)), int(in_play.sum()))
-    scores = torch.where(in_play, probabilities, torch.full_like(probabilities, -1.0))
-    keep = torch.zeros_like(in_play)
-    keep[torch.argsort(scores, descending=True, stable=True)[:count]] = True
-    return keep, expected
-
-
-def gumbel_keep(probabilities: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """Soft 'keep' sample of a two-way Gumbel-softmax per stroke: (N,) in (0, 1), differentiable."""
-    logits = _keep_logits(probabilities)
-    uniform = torch.rand(logits.shape, generator=generator).to(logits.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-10)))
-    return torch.softmax((logits + gumbel) / temperature, -1)[..., 0]
 
 
 def zscore_choice(rows: list[list[float]]) -> int:
@@ -106,6 +65,9 @@ class SimplicityLevel:
 
     row: 1..R in the matrix; points: (N, 4, 2) canvas px of ALL strokes at the chosen step;
     keep: (N,) bool, the strokes this row shows (a subset of the row above's);
+    widths: (N,) each kept stroke's width as a fraction of the base width, its keep sample
+    (`kept_widths`; 0 for the others); probabilities: (N,) the keep probabilities at the
+    chosen step and noise: (N,) the logistic noise each kept stroke's sample was drawn with;
     clip_loss: sum of coefficient x clean layer loss; layer_losses: the raw clean losses;
     expected_strokes: the reference's expected count that `keep` follows.
     """
@@ -116,6 +78,9 @@ class SimplicityLevel:
     ratio: float
     points: np.ndarray
     keep: np.ndarray
+    widths: np.ndarray
+    probabilities: np.ndarray
+    noise: np.ndarray
     clip_loss: float
     layer_losses: dict[int, float]
     sparsity: float
@@ -137,7 +102,16 @@ class SimplicityLevel:
                 "clip_loss": self.clip_loss,
                 "layer_losses": by_layer(self.layer_losses),
                 "sparsity": self.sparsity, "seed": self.seed, "chosen_step": self.chosen_step,
+                "kept": self.kept(),
                 "eval_losses": self.eval_losses, "seconds": round(self.seconds, 3)}
+
+    def kept(self) -> dict[str, dict[str, float]]:
+        """Per kept stroke (by its SVG name): its keep probability, the logistic noise its
+        keep sample was drawn with, and that sample, its width as a fraction of the base."""
+        return {f"stroke-{index}": {"probability": float(self.probabilities[index]),
+                                    "noise": float(self.noise[index]),
+                                    "width": float(self.widths[index])}
+                for index in np.flatnonzero(self.keep)}
 
 
 @dataclass
@@ -168,6 +142,10 @@ class RowCandidate:
     keep: np.ndarray
     #: None once the row is chosen (the next row has loaded it).
     state: RowStart | None = field(repr=False)
+    #: (N,) the kept strokes' widths, keep probabilities and noise (see `SimplicityLevel`).
+    widths: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    noise: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {"seed": self.seed, "step": self.step, "clip": self.clip, "sparsity": self.sparsity,
@@ -201,11 +179,15 @@ class StepDraw:
 @dataclass
 class PendingEval:
     """An evaluation drawn by `pending_eval`, awaiting its clean losses: all strokes' points
-    (N, 4, 2), the strokes kept (N,) bool, the expected count, the keep probabilities' sum
-    over the strokes in play, and the strokes on the canvas."""
+    (N, 4, 2), the strokes kept (N,) bool, their widths as fractions of the base width and
+    the noise drawn for them (`kept_widths`), the keep probabilities (N,), the expected
+    count, the keep probabilities' sum over the strokes in play, and the strokes on the canvas."""
 
     points: torch.Tensor
     keep: torch.Tensor
+    widths: torch.Tensor
+    noise: torch.Tensor
+    probabilities: torch.Tensor
     expected: float
     probability_sum: float
     inside_count: float
@@ -260,6 +242,9 @@ class SimplicityRowTask(Task):
             self.simplify_optimizer.load_state_dict(copy.deepcopy(start.simplify_optimizer))
         self.generator = torch.Generator().manual_seed(
             _chain_seed(seed, column.region, column.layer, row))
+        # The kept strokes' widths draw from their own stream: training draws stay as they were.
+        self.width_generator = torch.Generator().manual_seed(
+            _chain_seed(seed, column.region, column.layer, row) + 1)
         self.allowed = torch.from_numpy(start.allowed.copy()).to(device)
         self.candidates: list[RowCandidate] = []
         self._eval_due = False
@@ -322,9 +307,13 @@ class SimplicityRowTask(Task):
                 in_play = self.allowed if self.allowed.any() else torch.ones_like(self.allowed)
             keep, expected = choose_kept(probabilities, in_play, self.config.gumbel_temperature,
                                          self.config.keep_threshold)
-        self._pending = PendingEval(points, keep, expected, float(probabilities[in_play].sum()),
+            widths, noise = kept_widths(probabilities, keep, self.config.gumbel_temperature,
+                                        self.config.keep_threshold, self.width_generator)
+        self._pending = PendingEval(points, keep, widths, noise, probabilities.detach().cpu(),
+                                    expected, float(probabilities[in_play].sum()),
                                     max(float(inside.sum()), 1.0))
-        return points, self.config.stroke_width * keep.to(points.dtype)
+        # Evaluated as drawn: the kept strokes at their widths, the sketch the user gets.
+        return points, self.config.stroke_width * widths.to(points.device, points.dtype)
 
     def record_eval(self, losses: LayerLosses) -> list[TaskResult]:
         self._eval_due = False
@@ -337,6 +326,8 @@ class SimplicityRowTask(Task):
             sparsity=float(keep.sum()) / pending.inside_count,
             expected=pending.expected, probability_sum=pending.probability_sum,
             points=pending.points.detach().cpu().double().numpy(), keep=keep,
+            widths=pending.widths.numpy(), probabilities=pending.probabilities.double().numpy(),
+            noise=pending.noise.numpy(),
             state=RowStart(
                 location=_cpu_copy(self.location.state_dict()),
                 location_optimizer=_cpu_copy(self.location_optimizer.state_dict()),
@@ -408,7 +399,8 @@ class SimplicityColumn:
             [[c.layer_losses[layer] for layer in layers] + [c.sparsity] for c in candidates])]
         level = SimplicityLevel(
             region=self.region, layer=self.layer, row=row, ratio=self.ratios[row - 1],
-            points=chosen.points, keep=chosen.keep, clip_loss=chosen.clip,
+            points=chosen.points, keep=chosen.keep, widths=chosen.widths,
+            probabilities=chosen.probabilities, noise=chosen.noise, clip_loss=chosen.clip,
             layer_losses=chosen.layer_losses, sparsity=chosen.sparsity,
             expected_strokes=chosen.expected, probability_sum=chosen.probability_sum,
             seed=chosen.seed, chosen_step=chosen.step,

@@ -1,6 +1,6 @@
 """Shared helpers of the backend tests: images, job submission, and real server processes.
 
-Servers are started as `python -m backend.cli serve` on 127.0.0.1 with the tiny random CLIP
+Servers are started as `python -m clipascene_backend.cli serve` on 127.0.0.1 with the tiny random CLIP
 model; every wait below is bounded in time and in the number of requests.
 """
 
@@ -77,7 +77,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 def serve_command(port: int, data_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "backend.cli", "serve", "--port", str(port),
+    return [sys.executable, "-m", "clipascene_backend.cli", "serve", "--port", str(port),
             "--data-dir", str(data_dir), "--clip-model", "tiny-test", "--weights", "random",
             "--device", "cpu", "--log-level", "WARNING", *extra]
 

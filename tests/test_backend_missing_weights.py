@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app import create_app
-from backend.settings import Settings
-from backend.worker import ModelSettings
+from clipascene_backend.app import create_app
+from clipascene_backend.settings import Settings
+from clipascene_backend.worker import ModelSettings
 from clipascene_core.models import CLIP_CACHE_NAME
 from tests.backend_helpers import submit
 

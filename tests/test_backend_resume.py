@@ -9,9 +9,9 @@ import re
 import numpy as np
 from fastapi.testclient import TestClient
 
-from backend.app import create_app
-from backend.settings import Settings
-from backend.worker import ModelSettings
+from clipascene_backend.app import create_app
+from clipascene_backend.settings import Settings
+from clipascene_backend.worker import ModelSettings
 from tests.backend_helpers import submit, wait_for_status
 
 #: Two columns of two cells each (the fidelity sketch and one simplicity row), fresh
@@ -88,7 +88,7 @@ def test_a_cancelled_job_keeps_its_cells_and_resumes_to_an_uninterrupted_runs_ce
 
 
 def test_a_failed_job_submitted_again_starts_with_a_clean_bar_and_no_old_notices(tmp_path):
-    from backend.store import JobStore
+    from clipascene_backend.store import JobStore
     from clipascene_core.records import Layout, Progress
 
     store = JobStore(tmp_path)

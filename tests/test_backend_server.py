@@ -1,4 +1,4 @@
-"""The backend as a real process: `python -m backend.cli serve` on 127.0.0.1 with the tiny model.
+"""The backend as a real process: `python -m clipascene_backend.cli serve` on 127.0.0.1 with the tiny model.
 
 Event streams, cancelling a running job, a table of bad requests, 20 clients at once, and a
 kill -9 in the middle of a job. Every wait is bounded in time and in requests.

@@ -13,7 +13,8 @@ from tests.backend_helpers import REPO, start_server, subprocess_env
 
 
 def stop(data_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend.cli", "stop", "--data-dir", str(data_dir)],
+    return subprocess.run([sys.executable, "-m", "clipascene_backend.cli", "stop",
+                           "--data-dir", str(data_dir)],
                           capture_output=True, text=True, timeout=120, cwd=REPO, env=subprocess_env())
 
 

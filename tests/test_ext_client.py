@@ -122,7 +122,7 @@ def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch)
     waits for health."""
     launcher = tmp_path / "clipascene-backend"
     launcher.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -m backend.cli \"$@\" "
+        f"#!/bin/sh\nexec {sys.executable} -m clipascene_backend.cli \"$@\" "
         "--clip-model tiny-test --weights random --device cpu --log-level WARNING\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
     record = tmp_path / "backend.json"
@@ -147,10 +147,46 @@ def test_an_installed_backend_is_started_when_not_running(tmp_path, monkeypatch)
             os.kill(pid, 15)
 
 
-def test_without_an_installed_backend_the_message_says_how_to_start_it(tmp_path, monkeypatch):
+def test_without_an_installed_backend_one_message_says_how_to_get_it(tmp_path, monkeypatch):
+    """No record (the Extension Manager's zip has none), nothing on PATH or in ~/.local/bin:
+    one dialog says what the daemon is and how to install it on this OS."""
     monkeypatch.setattr(client, "BACKEND_RECORD", tmp_path / "absent.json")
-    with pytest.raises(BackendError, match="clipascene-backend serve"):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(BackendError) as raised:
         Backend(f"http://127.0.0.1:{free_port()}").ensure_running()
+    message = str(raised.value)
+    assert "not installed" in message and "clipascene inkscape install" in message
+    assert "pipx install" in message and "\n" not in message
+    assert "PowerShell" in client.how_to_get_the_daemon("win32")
+    assert "Homebrew" in client.how_to_get_the_daemon("darwin")
+
+
+def test_a_backend_installed_by_pipx_is_found_without_a_record(tmp_path, monkeypatch):
+    """pipx and uv put commands in ~/.local/bin, which Inkscape started from a menu may not
+    have on its PATH."""
+    monkeypatch.setattr(client, "BACKEND_RECORD", tmp_path / "absent.json")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert client.installed_backend() is None
+    launcher = tmp_path / ".local" / "bin" / "clipascene-backend"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert client.installed_backend() == [str(launcher)]
+
+
+def test_the_daemon_tells_its_api_version_and_a_mismatch_says_which_to_update(server):
+    health = Backend(server.url).ensure_running(start=False)
+    assert health["api_version"] == client.API_VERSION and health["version"] == client.__version__
+    older = client.version_problem({**health, "api_version": client.API_VERSION - 1}, server.url)
+    assert "update the daemon" in older and "pipx upgrade" in older
+    del health["api_version"]  # a daemon from before API versions
+    assert "update the daemon" in client.version_problem(health, server.url)
+    newer = client.version_problem({**health, "api_version": client.API_VERSION + 1}, server.url)
+    assert "update the extension" in newer and "clipascene inkscape install" in newer
+    with pytest.raises(BackendError, match="update the extension"):
+        client.checked({**health, "api_version": client.API_VERSION + 1}, server.url)
 
 
 def _server_pid(data_dir: Path) -> int | None:
@@ -161,6 +197,6 @@ def _server_pid(data_dir: Path) -> int | None:
                 command = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"backend.cli" in command and str(data_dir).encode() in command:
+            if b"clipascene_backend.cli" in command and str(data_dir).encode() in command:
                 return int(entry.name)
     return None

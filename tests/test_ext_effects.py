@@ -116,8 +116,8 @@ def test_several_photos_give_one_job_and_one_layer_each_styled_alike(tmp_path):
 
 def test_scripted_parameters_are_the_backends(tmp_path):
     """The effect's parameter names and values are what POST /v1/jobs accepts."""
-    pytest.importorskip("backend.params")
-    from backend.params import JobParams
+    pytest.importorskip("clipascene_backend.params")
+    from clipascene_backend.params import JobParams
 
     backend = RecordingBackend(cell_svg(40, 40))
     photo = f'<image id="photo" width="40" height="40" xlink:href="{png_uri(draw_scene(40, 40))}"/>'

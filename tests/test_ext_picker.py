@@ -255,8 +255,7 @@ class FakeBackend:
             for column, layer in enumerate(LAYERS):
                 ready = row * len(LAYERS) + column < self.ready
                 counts = _stroke_counts(row, column)
-                pieces = {**counts, "background": counts["background"] + 3}  # cut at the outline
-                strokes = pieces if self.split else {"scene": sum(counts.values())}
+                strokes = counts if self.split else {"scene": sum(counts.values())}
                 cells.append({"row": row, "column": column, "layer": layer, "ready": ready,
                               "strokes": strokes if ready else None, "urls": None})
         return {"id": job_id, "status": self.status, "rows": ROWS, "layers": LAYERS,
@@ -269,18 +268,12 @@ class FakeBackend:
         return sketch_png(row, column, part)
 
     def manifest_json(self, job_id: str) -> dict:
-        """The run's manifest: the preset that ran and the true stroke counts of finished cells
-        (the matrix's counts include the pieces background strokes are cut into)."""
+        """The run's manifest: the preset that ran, with its steps."""
         with self._lock:
             self.manifest_requests += 1
-            finished = [(row, column) for row in range(ROWS) for column in range(len(LAYERS))
-                        if row * len(LAYERS) + column < self.ready]
-            cells = [{"row": row, "column": column, "regions": {
-                region: {"strokes": count, "ratio": 0.5}
-                for region, count in _stroke_counts(row, column).items()}} for row, column in finished]
         return {"preset": {"requested": "auto", "ran": "preview", "steps": {
             "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
-            "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}, "cells": cells}
+            "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}}
 
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
         """A cell as the backend writes it: one thick diagonal stroke per region, 160 x 120 px."""
@@ -352,11 +345,11 @@ def test_progress_moves_during_the_fidelity_stage_before_any_cell(picker, open_p
     assert window.progress.get_text().startswith("Simplifying · 2/6 cells")
 
 
-def test_captions_count_strokes_not_the_pieces_they_are_cut_into(picker, open_picker):
+def test_captions_count_the_strokes_of_the_part_shown(picker, open_picker):
     fake = FakeBackend(cells_per_poll=2)
     window = open_picker(fake)
     assert picker.process_events(lambda: window.progress.get_text().startswith("Done"), timeout=10)
-    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"  # 12 + 9, the matrix says 24
+    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"  # 12 + 9: both regions
     assert window.cells[(2, 1)].caption.get_text() == "8 strokes"
     window.set_part("background")
     assert window.cells[(0, 1)].caption.get_text() == "13 strokes"

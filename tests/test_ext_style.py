@@ -169,6 +169,43 @@ class StyleTests(unittest.TestCase):
         self.assertAlmostEqual(float(inkex.Style(path.get("style"))["stroke-width"]), 8.0)
 
 
+def cell_with_widths(strokes: dict[str, list[tuple[str, float]]]) -> bytes:
+    """A cell whose paths each carry their own width, as a simplified row's do."""
+    groups = "".join(
+        f'<g id="{region}">' + "".join(
+            f'<path id="{region}-stroke-{index}" d="{d}" fill="none" stroke="#000000" '
+            f'stroke-width="{width}" stroke-linecap="round"/>' for index, (d, width) in enumerate(paths))
+        + "</g>" for region, paths in strokes.items())
+    return (f'<svg xmlns="{SVG_NS}" viewBox="0 0 {WIDTH} {HEIGHT}">{groups}</svg>').encode()
+
+
+class PerStrokeWidthTests(unittest.TestCase):
+    """A simplified row draws each kept stroke at its own width: the import keeps each one,
+    the width scale multiplies it, and Change Abstraction does not flatten them."""
+
+    def test_each_stroke_keeps_its_width_times_the_width_scale(self):
+        data = cell_with_widths({"background": [(OVER_RED, 2.1), (OVER_BLUE, 3.0)],
+                                 "foreground": [(OVER_GREEN, 2.55)]})
+        for scale in (1.0, 2.0):
+            layer = build_layer(data, inkex.Transform(), job_id="0123456789abcdef", row=1, column=0,
+                                layer=8, part="combined", image_id="photo",
+                                style=StrokeStyle(width_scale=scale))
+            widths = [float(style["stroke-width"]) for style in styles(layer)]
+            for got, want in zip(widths, (2.1 * scale, 3.0 * scale, 2.55 * scale), strict=True):
+                self.assertAlmostEqual(got, want)
+
+    def test_change_abstraction_gives_the_new_strokes_their_own_widths(self):
+        svg = document("")
+        options = dict(job_id="0123456789abcdef", column=0, layer=8, part="combined", image_id="photo")
+        layer = insert_layer(svg, build_layer(cell({"foreground": [OVER_RED, OVER_BLUE]}, width=3.0),
+                                              inkex.Transform(), row=0, **options))
+        new = build_layer(cell_with_widths({"foreground": [(OVER_GREEN, 2.4), (OVER_RED, 2.9)]}),
+                          inkex.Transform(), row=2, **options)
+        replace_strokes(layer, new)
+        self.assertEqual([float(style["stroke-width"]) for style in styles(layer, "foreground")],
+                         [2.4, 2.9])
+
+
 class ChangeAbstractionKeepsStyleTests(unittest.TestCase):
     def test_chosen_and_hand_applied_styles_survive_a_swap(self):
         svg = photo_document()

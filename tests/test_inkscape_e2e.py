@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import subprocess
+import zipfile
 from html import escape
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pytest
 from inkex import CubicSuperPath, Transform
 from lxml import etree
 
-from tests.backend_helpers import module_server
+from clipascene_core import inkscape as extension_installer
+from tests.backend_helpers import free_port, module_server
 from tests.conftest import draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +51,13 @@ def photo_document(path: Path) -> None:
     )
 
 
-def profile(folder: Path, server: str, action_id: str, **params: str) -> Path:
-    """An Inkscape profile whose extensions/ holds ours and whose preferences set its params."""
-    extensions = folder / "extensions" / "clipascene"
-    extensions.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "inkscape_ext", extensions,
-                    ignore=shutil.ignore_patterns("__pycache__", "backend.json"))
+def profile(folder: Path, server: str, action_id: str, install: bool = True, **params: str) -> Path:
+    """An Inkscape profile whose preferences set the extension's params, and whose extensions/
+    holds the extension as `clipascene inkscape install` puts it there (unless `install` is
+    false: the caller put it there another way)."""
+    if install:
+        extension_installer.install(folder / "extensions", source=ROOT / "inkscape_ext")
+    folder.mkdir(parents=True, exist_ok=True)
     values = {"server": server, **params}
     attributes = " ".join(f'{action_id}.{key}="{value}"' for key, value in values.items())
     (folder / "preferences.xml").write_text(
@@ -247,6 +250,57 @@ def test_linked_photos_from_a_document_in_another_folder(tmp_path, backend):
         assert len(clips) == 1 and None not in clips, "clipped to the photo"
     effects = root.findall(f".//{{{SVG_NS}}}defs/{{{INKSCAPE_NS}}}path-effect")
     assert effects and all(effect.get("effect") == "taper_stroke" for effect in effects)
+
+
+def sketch_with(profile_dir: Path, tmp_path: Path) -> list:
+    """Sketch Image on a photo in real Inkscape with this profile: the new layers."""
+    document = tmp_path / "photo.svg"
+    photo_document(document)
+    out = tmp_path / "sketched.svg"
+    result = run_inkscape(profile_dir, document, "select-by-id:photo;org.clipascene.sketch-image.noprefs",
+                          out)
+    assert out.is_file(), f"Inkscape wrote nothing: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    layers = clipascene_layers(out)
+    assert len(layers) == 1 and list(layers[0].iter(f"{{{SVG_NS}}}path")), result.stderr[-2000:]
+    return layers
+
+
+#: A quick run of one cell, without a window.
+QUICK = dict(preset="preview", layers="2", rows="1", strokes="8", split="false", cell="1,0",
+             iterations="3", row_steps="2")
+
+
+def test_the_extension_manager_zip_unpacked_into_a_fresh_profile(tmp_path, backend):
+    """`clipascene inkscape zip`, unpacked as the Extension Manager does (its files in a folder
+    of their own), sketches in real Inkscape; no backend record comes with it."""
+    zipped = extension_installer.write_zip(tmp_path / "dist", source=ROOT / "inkscape_ext")
+    settings = profile(tmp_path / "profile", backend.url, "org.clipascene.sketch_image", install=False,
+                       **QUICK)
+    with zipfile.ZipFile(zipped) as archive:
+        archive.extractall(settings / "extensions" / "clipascene-inkscape-0.1.0")
+    assert not list(settings.rglob("backend.json"))
+    sketch_with(settings, tmp_path)
+
+
+def test_from_the_zip_without_a_daemon_one_message_says_how_to_get_it(tmp_path):
+    """The Extension Manager's zip alone: no daemon recorded, running or on PATH. Its script,
+    run as Inkscape runs it (Inkscape's Python and inkex, the document as argument; Inkscape
+    itself would show this message in a dialog that waits for a click), ends with the one
+    message saying what the daemon is and how to install it."""
+    zipped = extension_installer.write_zip(tmp_path / "dist", source=ROOT / "inkscape_ext")
+    folder = tmp_path / "extensions" / "clipascene-inkscape-0.1.0"
+    with zipfile.ZipFile(zipped) as archive:
+        archive.extractall(folder)
+    document = tmp_path / "photo.svg"
+    photo_document(document)
+    env = dict(os.environ, HOME=str(tmp_path), PATH="/usr/bin:/bin",
+               PYTHONPATH="/usr/share/inkscape/extensions")
+    result = subprocess.run(
+        ["/usr/bin/python3", "clipascene_sketch.py", "--id=photo", f"--server=http://127.0.0.1:{free_port()}",
+         str(document)], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    said = " ".join(result.stderr.split())
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "it is not installed" in said and "clipascene inkscape install" in said, said[-3000:]
 
 
 def test_extension_inx_files_pass_inkscapes_checker():

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 
 import cairosvg
 import numpy as np
@@ -69,22 +70,26 @@ def test_manifest_describes_every_cell(matrix):
                 # The reference's expected count, rounded, within what the row above kept.
                 assert details["strokes"] <= max(1, round(details["expected_strokes"]))
     assert (out / "grid.png").is_file() and (out / "mask.png").is_file()
-    # Counts are strokes, not the pieces of background strokes cut at the object outline:
-    # never more than asked (12 a region), never growing down a column.
+    # What each region kept: never more than asked (12 a region), never growing down a column.
+    # What the cell shows: strokes, not the pieces of background strokes cut at the object
+    # outline, and never more than the region kept (a stroke wholly under the object is gone).
     for layer in manifest["layers"]:
         column = sorted((c for c in manifest["cells"] if c["layer"] == layer), key=lambda c: c["row"])
         for region in ("foreground", "background"):
-            counts = [cell["strokes"][region] for cell in column]
-            assert all(count <= 12 for count in counts)
-            assert counts == sorted(counts, reverse=True)
-            assert all(cell["pieces"][region] >= cell["strokes"][region] for cell in column)
+            kept = [cell["regions"][region]["strokes"] for cell in column]
+            assert all(count <= 12 for count in kept)
+            assert kept == sorted(kept, reverse=True)
+            for cell in column:
+                assert cell["pieces"][region] >= cell["strokes"][region]
+                assert cell["strokes"][region] <= cell["regions"][region]["strokes"]
 
 
 def test_rows_keep_the_ids_of_the_fidelity_sketchs_strokes(matrix):
-    """Down a column a stroke keeps its id (its pieces, cut at the image frame, are NAME.k),
-    and rows never draw more strokes than the sketch above kept. (Which strokes a row keeps
-    is nested: test_simplicity; a kept stroke lying wholly outside the photo in one row is
-    trimmed away there, so the SVGs alone cannot show the nesting.)"""
+    """Down a column a stroke keeps its id (its pieces, cut at the image frame or the object's
+    outline, are NAME.k), and rows never draw more strokes than the sketch above kept. (Which
+    strokes a row keeps nests: tests/test_simplicity.py; a kept stroke that a row moves wholly
+    outside the photo, or under the object, is not in that row's files, so the SVGs alone
+    cannot show the nesting.)"""
     out, manifest = matrix
     for layer in manifest["layers"]:
         for part in ("foreground", "background"):
@@ -101,9 +106,9 @@ def test_rows_keep_the_ids_of_the_fidelity_sketchs_strokes(matrix):
 
 def test_every_stroke_of_every_cell_lies_inside_the_image_frame(matrix):
     """The photo (200 x 140) is padded to a square canvas: strokes that wander onto the
-    padding are trimmed at the frame, so what is imported is what the thumbnails show."""
+    padding are trimmed at the frame, so what is imported is what the thumbnails show. (How
+    a stroke is cut at the frame: tests/test_compose.py, on constructed strokes.)"""
     out, manifest = matrix
-    trimmed = False
     for cell in manifest["cells"]:
         for part, name in cell["files"].items():
             if part == "png":
@@ -114,8 +119,10 @@ def test_every_stroke_of_every_cell_lies_inside_the_image_frame(matrix):
                     (samples[..., 0] >= -1e-6).all() and (samples[..., 0] <= 200 + 1e-6).all()
                     and (samples[..., 1] >= -1e-6).all() and (samples[..., 1] <= 140 + 1e-6).all()
                 ), (name, samples.min(axis=(0, 1)), samples.max(axis=(0, 1)))
-                trimmed |= any("." in stroke for stroke in strokes.names)
-    assert trimmed, "no stroke crossed the frame: this run does not test the trimming"
+
+
+def _count(strokes):
+    return 0 if strokes is None else strokes.stroke_count
 
 
 def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground(matrix):
@@ -124,8 +131,15 @@ def test_combined_cells_cut_the_background_at_the_object_and_keep_the_foreground
     outline = mask_outline(mask, 200, 140)
     for cell in manifest["cells"]:
         combined = read_svg(out / cell["files"]["combined"])
-        foreground = read_svg(out / cell["files"]["foreground"])["foreground"]
-        assert np.allclose(combined["foreground"].points, foreground.points, atol=1e-4)
+        # Each part's own file holds exactly that part of the combined cell, and the counts
+        # say so, whichever background strokes the outline crosses or covers.
+        for part in ("foreground", "background"):
+            alone = read_svg(out / cell["files"][part]).get(part)
+            in_combined = combined.get(part)
+            assert _count(alone) == _count(in_combined) == cell["strokes"][part]
+            if _count(alone):
+                assert alone.names == in_combined.names
+                assert np.allclose(alone.points, in_combined.points, atol=1e-4)
         background = combined.get("background")
         if background is None or not len(background):
             continue
@@ -148,6 +162,41 @@ def test_foreground_strokes_land_on_the_object_in_the_image_frame(matrix):
     assert manifest["preprocessing"]["reframed"]
     background = read_svg(out / cell["files"]["background"])["background"]
     assert strokes.widths[0] == pytest.approx(background.widths[0])
+
+
+def test_simplified_rows_draw_each_kept_stroke_at_its_keep_sample(matrix):
+    """sketch_utils.inference_sketch of the reference: a stroke stays when its Gumbel-softmax
+    keep sample y = softmax(([log p, log(1 - p)] + (g1, g2)) / 0.2)[0] exceeds 0.7, and is
+    drawn at y x the base width (1.5 in diffvg, the fidelity sketch's width). The manifest
+    records p and g1 - g2 of each kept stroke; y is worked out here from those alone."""
+    out, manifest = matrix
+    fractions = []
+    for cell in manifest["cells"]:
+        combined = read_svg(out / cell["files"]["combined"])
+        row_zero = next(c for c in manifest["cells"] if c["row"] == 0 and c["layer"] == cell["layer"])
+        base = read_svg(out / row_zero["files"]["combined"])
+        for group, region in (("foreground", "foreground"), ("background", "background")):
+            strokes = combined[group]
+            full = base[group].widths[0]
+            assert np.allclose(base[group].widths, full)  # row 0: one width, as the reference
+            if cell["row"] == 0:
+                continue
+            kept = cell["regions"][region]["kept"]
+            # A kept stroke that lies wholly outside the image (or under the object) is trimmed away.
+            assert {name.split(".")[0] for name in strokes.names} <= set(kept)
+            for name, width in zip(strokes.names, strokes.widths, strict=True):
+                stroke = kept[name.split(".")[0]]  # every piece of a cut stroke keeps its width
+                p, difference = stroke["probability"], stroke["noise"]
+                logits = np.array([math.log(p) + difference, math.log(1 - p)]) / 0.2
+                sample = math.exp(logits[0] - np.logaddexp(logits[0], logits[1]))
+                assert 0.7 < sample <= 1.0
+                assert width == pytest.approx(sample * full, abs=2e-4)
+                fractions.append(width / full)
+            region_file = read_svg(out / cell["files"][region])[group]
+            for name, width in zip(region_file.names, region_file.widths, strict=True):
+                assert width == pytest.approx(full * kept[name.split(".")[0]]["width"], abs=2e-4)
+    # The samples spread over (0.7, 1]: uniform full widths would not pass the checks above.
+    assert fractions and min(fractions) < 0.999
 
 
 def test_svgs_render_in_an_independent_renderer_like_our_png(matrix):

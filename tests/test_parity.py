@@ -22,18 +22,12 @@ from clipascene_core.engine import Engine, cell_layer_losses, render_batch
 from clipascene_core.fidelity import FidelityCell, FidelityResult, FidelityTask
 from clipascene_core.imageio import InputImage, to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map, xdog_edges
+from clipascene_core.keep import choose_kept, expected_kept, kept_widths
 from clipascene_core.losses import gradnorm_factors
 from clipascene_core.models import CLIP_MEAN, CLIP_STD
 from clipascene_core.networks import LocationMLP
-from clipascene_core.preprocess import dilate_for_inpainting, split_scene
-from clipascene_core.simplicity import (
-    RowCandidate,
-    RowStart,
-    SimplicityColumn,
-    SimplicityRowTask,
-    choose_kept,
-    expected_kept,
-)
+from clipascene_core.preprocess import split_scene
+from clipascene_core.simplicity import RowCandidate, RowStart, SimplicityColumn, SimplicityRowTask
 from clipascene_core.targets import TargetBank
 from tests.conftest import draw_scene
 
@@ -161,30 +155,51 @@ def test_gradnorm_measures_raw_losses_then_applies_coefficients():
 # --- 4. The fidelity update of an object column (painterly_rendering.py main loop, gradnorm=1)
 
 
-def test_object_fidelity_step_follows_the_reference_update(tiny_encoder, scene):
-    target, sampling = scene
-    config = make_config("standard", augmentations=2)
-    cell = FidelityCell("object", 8, 0, initialise_strokes(sampling, 12, 0), 1)
-    bank = object_bank(tiny_encoder, target)
-    grids, augmented = bank.draw()
+class FidelityStep:
+    """One fidelity step of an object column at `layer`, twice from the same start: `reference`
+    (for the test's own autograd) and `ours` (for the engine's update), on one fixed draw of
+    augmentations; `losses(task)` renders the task's sketch and gives its per-layer losses."""
 
-    def losses_of(task):
+    def __init__(self, encoder, scene, layer: int) -> None:
+        target, sampling = scene
+        config = make_config("standard", augmentations=2)
+        cell = FidelityCell("object", layer, 0, initialise_strokes(sampling, 12, 0), 1)
+        self.encoder, self.bank = encoder, object_bank(encoder, target)
+        self.grids, self.augmented = self.bank.draw()
+        self.reference = FidelityTask(cell, config, CPU)
+        self.ours = FidelityTask(cell, config, CPU)
+
+    def losses(self, task):
         sketch = render_batch([task.sketch()], 224)
-        return cell_layer_losses(tiny_encoder, bank, sketch, [("object", [8, 4])], grids,
-                                 augmented)[0]
+        return cell_layer_losses(self.encoder, self.bank, sketch, [("object", [8, 4])], self.grids,
+                                 self.augmented)[0]
 
+    def our_update_is(self, expected: list[torch.Tensor]) -> int:
+        """Apply the engine's update to `ours`, check it against `expected`; its term count."""
+        terms = self.ours.loss_terms(self.losses(self.ours))
+        self.ours._set_gradients(Engine._term_gradients([self.ours], [terms])[0])
+        for produced, wanted in zip((p.grad for p in self.ours.mlp.parameters()), expected,
+                                    strict=True):
+            assert close(produced, wanted)
+        return len(terms)
+
+
+def test_object_fidelity_step_follows_the_reference_update(tiny_encoder, scene):
+    step = FidelityStep(tiny_encoder, scene, 8)
     # The reference: weights from the raw losses on MLP_loc, then loss = sum c_k w_k L_k.
-    reference = FidelityTask(cell, config, CPU)
-    losses = losses_of(reference)
-    weights = reference_gradnorm([losses[8][0], losses[4][0]], reference.mlp)
+    losses = step.losses(step.reference)
+    weights = reference_gradnorm([losses[8][0], losses[4][0]], step.reference.mlp)
     (1.0 * weights[0] * losses[8][0] + 0.5 * weights[1] * losses[4][0]).backward()
-    expected = [p.grad.clone() for p in reference.mlp.parameters()]
+    assert step.our_update_is([p.grad.clone() for p in step.reference.mlp.parameters()]) == 2
 
-    ours = FidelityTask(cell, config, CPU)
-    losses = losses_of(ours)
-    ours._set_gradients(Engine._term_gradients([ours], [ours.loss_terms(losses)])[0])
-    for produced, wanted in zip((p.grad for p in ours.mlp.parameters()), expected, strict=True):
-        assert close(produced, wanted)
+
+def test_object_column_at_layer_4_has_one_term_without_the_anchor(tiny_encoder, scene):
+    # scripts/generate_fidelity_levels.py sets the weight of the column's layer to 1, which for
+    # the layer-4 column of an object overrides the 0.5 anchor on that same layer: one CLIP
+    # term, so the update is the plain gradient of L_4 (nothing to balance).
+    step = FidelityStep(tiny_encoder, scene, 4)
+    step.losses(step.reference)[4][0].backward()
+    assert step.our_update_is([p.grad.clone() for p in step.reference.mlp.parameters()]) == 1
 
 
 # --- 5. The three-term simplicity gradient (models/loss.py Loss.forward with width_optim,
@@ -192,8 +207,11 @@ def test_object_fidelity_step_follows_the_reference_update(tiny_encoder, scene):
 
 
 def fake_fidelity(sampling, region="object", layer=8, strokes=10, layer_losses=None,
-                  seed=0) -> FidelityResult:
+                  seed=0, off_canvas=0) -> FidelityResult:
+    """A trained-looking fidelity result; its first `off_canvas` strokes are moved 1000 px
+    left of the canvas (still counted as on the canvas when the row starts)."""
     points = initialise_strokes(sampling, strokes, seed)
+    points[:off_canvas, :, 0] -= 1000.0
     mlp = LocationMLP(torch.from_numpy(points).float(), 224, 1000, 0.1)
     optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-4)
     mlp().sum().backward()
@@ -208,18 +226,33 @@ def fake_fidelity(sampling, region="object", layer=8, strokes=10, layer_losses=N
 def test_object_simplicity_step_balances_three_terms_and_the_ratio(tiny_encoder, scene):
     target, sampling = scene
     config = make_config("standard", augmentations=2, simplicity_rows=2)
-    column = SimplicityColumn(fake_fidelity(sampling), config, CPU)
+    # Three of the ten strokes lie 1000 px off the canvas: seven are on it.
+    column = SimplicityColumn(fake_fidelity(sampling, off_canvas=3), config, CPU)
     task = column.start()[0]
     bank = object_bank(tiny_encoder, target)
     grids, augmented = bank.draw()
-    sketch = render_batch([task.sketch()], 224)
+    noise_state = task.generator.get_state()
+    drawn = task.sketch()
+    points = drawn[0].detach()
+    assert (points[:3, :, 0] < -500).all()
+    assert all(((stroke >= 0) & (stroke <= 224)).all(-1).any() for stroke in points[3:])
+    sketch = render_batch([drawn], 224)
     losses = cell_layer_losses(tiny_encoder, bank, sketch, [("object", [8, 4])], grids, augmented)[0]
-    terms = task.loss_terms(losses)
-    clip8, clip4, sparsity = terms
+    clip8, clip4, ours_sparsity = terms = task.loss_terms(losses)
 
-    # The reference, from its definitions: sparsity = sum of the soft keep values over the
-    # strokes on the canvas; gradnorm over (L_8, L_4, L_sparse) measured on MLP_simp; total =
-    # 1 w_8 L_8 + 0.5 w_4 L_4 + 1 w_s L_sparse + MSE(L_sparse, r (L_8 + L_4)).
+    # The reference, from its definitions: the soft keep values y = gumbel_softmax([log p,
+    # log(1 - p)], tau 0.2)[0] (here with the task's own Gumbel noise), sparsity = sum of y
+    # over the strokes on the canvas / their number (models/loss.py WidthLoss with the
+    # painter's in-canvas mask); gradnorm over (L_8, L_4, L_sparse) measured on MLP_simp;
+    # total = 1 w_8 L_8 + 0.5 w_4 L_4 + 1 w_s L_sparse + MSE(L_sparse, r (L_8 + L_4)).
+    noise = torch.Generator()
+    noise.set_state(noise_state)
+    uniform = torch.rand((10, 2), generator=noise).clamp(1e-10, 1 - 1e-10)
+    p = task.simplify()
+    logits = torch.stack([p.log(), (1 - p).log()], -1) - torch.log(-torch.log(uniform))
+    kept = torch.softmax(logits / 0.2, -1)[:, 0]
+    sparsity = kept[3:].sum() / 7
+    assert float(ours_sparsity.detach()) == pytest.approx(float(sparsity.detach()), rel=1e-5)
     weights = reference_gradnorm([clip8, clip4, sparsity], task.simplify)
     ratio = column.ratios[0]
     total = (1.0 * weights[0] * clip8 + 0.5 * weights[1] * clip4 + weights[2] * sparsity
@@ -299,6 +332,32 @@ def test_expected_count_matches_the_reference_random_rule():
     assert probabilities[keep].min() >= probabilities[~keep].max()
 
 
+def test_kept_stroke_widths_are_the_reference_samples_of_kept_strokes():
+    # sketch_utils.py inference_sketch: width = the fresh keep sample x 1.5, for the strokes
+    # whose sample exceeds 0.7. Our strokes are chosen first; each one's width must be drawn
+    # as the reference's sample of a stroke it keeps: the same law, given sample > 0.7.
+    probabilities = torch.tensor([0.15, 0.4, 0.5, 0.7, 0.9, 0.99])
+    draws = 20000
+    logits = torch.stack([probabilities.log(), (1 - probabilities).log()], -1)
+    torch.manual_seed(2)
+    reference = F.gumbel_softmax(logits.expand(draws, -1, -1), tau=0.2, hard=False)[..., 0]
+    repeated = probabilities.repeat(draws)
+    ours, _ = kept_widths(repeated, torch.ones_like(repeated, dtype=torch.bool), 0.2, 0.7,
+                          torch.Generator().manual_seed(3))
+    ours = ours.view(draws, -1)
+    assert (ours > 0.7).all() and (ours <= 1).all()
+    for stroke in range(len(probabilities)):
+        kept = reference[:, stroke][reference[:, stroke] > 0.7].double()  # 2,500 or more
+        assert float(ours[:, stroke].mean()) == pytest.approx(float(kept.mean()), abs=0.006)
+        for below in (0.8, 0.9, 0.99):  # the law's shape: its share under each width
+            assert float((ours[:, stroke] < below).double().mean()) == pytest.approx(
+                float((kept < below).double().mean()), abs=0.025)
+    # Strokes not kept get no width.
+    widths, _ = kept_widths(probabilities, torch.tensor([True, False] * 3), 0.2, 0.7,
+                            torch.Generator().manual_seed(0))
+    assert (widths[1::2] == 0).all() and (widths[::2] > 0.7).all()
+
+
 # --- 8. The row's checkpoint (sketch_utils.py log_best_normalised_sketch)
 
 
@@ -366,10 +425,40 @@ def test_inpainting_hole_is_the_raw_mask_dilated():
 
     source = InputImage(image, 320, 320, "PNG")
     split = split_scene(source, saliency=Saliency(), inpainting=Inpainting())
+    # 120 px < 0.7 x 320: one object, re-framed, and then the reference drops specks.
+    assert split.reframed
     assert not split.mask[20:24, 280:284].any()           # the foreground drops the speck
     assert split.mask[100:220, 100:220].all()
-    np.testing.assert_array_equal(holes[0], dilate_for_inpainting(salient > 0.5))
-    assert holes[0][18:26, 278:286].all()                  # the background loses it too
+    # ndimage.binary_dilation(mask, structure=np.ones((11, 11))) on the 320 px mask: each
+    # pixel grows by 5 on every side.
+    wanted = np.zeros((320, 320), bool)
+    wanted[95:225, 95:225] = True
+    wanted[15:29, 275:289] = True
+    np.testing.assert_array_equal(holes[0], wanted)       # the background loses the speck too
+
+
+def test_specks_stay_in_the_object_unless_it_is_reframed():
+    # sketch_utils.py get_mask_u2net: small components are removed (remove_small_objects,
+    # below a third of the largest) only inside `if max_size < target_size and num_cc == 1`,
+    # where the object is re-framed; otherwise the raw mask, specks included, masks the target.
+    image = Image.new("RGB", (320, 320), (230, 230, 230))
+    salient = np.zeros((320, 320), bool)
+    salient[40:280, 40:280] = True    # 240 px >= 0.7 x 320: not re-framed
+    salient[5:9, 300:304] = True      # a speck
+
+    class Saliency:
+        def predict(self, _image):
+            return salient.astype(float)
+
+    class Inpainting:
+        def inpaint(self, picture, hole):
+            return picture
+
+    split = split_scene(InputImage(image, 320, 320, "PNG"), saliency=Saliency(),
+                        inpainting=Inpainting())
+    assert not split.reframed
+    np.testing.assert_array_equal(split.mask, salient)
+    assert (np.asarray(split.foreground)[5:9, 300:304] == 230).all()  # the speck's pixels stay
 
 
 
@@ -391,7 +480,7 @@ def test_standard_and_paper_draw_fresh_augmentations_every_step(tiny_encoder, sc
     assert make_config("preview").augment_pool > 0
 
 
-def test_auto_is_the_reference_on_a_gpu_and_the_draft_on_a_cpu():
+def test_auto_is_standard_on_a_gpu_and_the_draft_on_a_cpu_and_paper_has_two_seeds():
     assert make_config("auto", device_type="cuda").preset == "standard"
     assert make_config("auto", device_type="mps").preset == "standard"
     draft = make_config("auto", device_type="cpu", seed=7)

@@ -4,6 +4,7 @@ same sketches either way (within bfloat16's rounding)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -13,30 +14,121 @@ from clipascene_core.engine import cell_layer_losses, render_batch
 from clipascene_core.fidelity import FidelityCell, train_fidelity
 from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
-from clipascene_core.models import native_bf16, resolve_precision
+from clipascene_core.models import load_clip
+from clipascene_core.precision import choose_precision, measured_choice
 from clipascene_core.targets import TargetBank
 from tests.conftest import draw_scene
 
 CPU = torch.device("cpu")
-AMD_WITHOUT_BF16 = "flags\t\t: fpu vme sse sse2 avx avx2 fma f16c bmi2 sha_ni vaes"
-XEON_WITH_AMX = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
 
 
-def test_auto_picks_bf16_only_where_it_is_native(monkeypatch):
-    assert not native_bf16(CPU, AMD_WITHOUT_BF16)
-    assert native_bf16(CPU, XEON_WITH_AMX)
-    assert native_bf16(CPU, "flags : avx512f avx512_bf16")
-    assert not native_bf16(torch.device("mps"))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
-    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
-    assert resolve_precision("bf16", CPU) == "bf16"
+class Timings:
+    """The measurement, faked at its boundary: fixed step times, and a count of the calls."""
+
+    def __init__(self, fp32_ms: float, bf16_ms: float) -> None:
+        self.figures = {"fp32": fp32_ms, "bf16": bf16_ms}
+        self.calls = 0
+
+    def __call__(self) -> dict[str, float]:
+        self.calls += 1
+        return dict(self.figures)
+
+
+def test_auto_runs_bf16_only_where_it_measured_clearly_faster(tmp_path):
+    cache = tmp_path / "precision.json"
+    fast = choose_precision("auto", CPU, "ViT-B-32", Timings(600, 300), cache)
+    assert (fast.precision, fast.reason, fast.fp32_ms, fast.bf16_ms) == ("bf16", "measured", 600, 300)
+    # A CPU with AVX512-BF16 whose bfloat16 step is slower (the 2.7x of issue 21), or only a
+    # little faster (under 15 %: not worth bfloat16's rounding), runs float32.
+    for bf16_ms in (1620, 600, 520):
+        cache.unlink(missing_ok=True)
+        choice = choose_precision("auto", CPU, "ViT-B-32", Timings(600, bf16_ms), cache)
+        assert choice.precision == "fp32", bf16_ms
+    cache.unlink()
+    assert choose_precision("auto", CPU, "ViT-B-32", Timings(600, 509), cache).precision == "bf16"
+
+
+def test_auto_measures_once_per_machine_torch_and_model(tmp_path, monkeypatch):
+    cache = tmp_path / "precision.json"
+    timings = Timings(600, 300)
+    first = choose_precision("auto", CPU, "ViT-B-32", timings, cache)
+    again = choose_precision("auto", CPU, "ViT-B-32", timings, cache)
+    assert timings.calls == 1
+    assert (again.precision, again.reason, again.bf16_ms) == ("bf16", "measured earlier", 300)
+    assert again.machine == first.machine and "ViT-B-32" in first.machine
+    assert measured_choice(CPU, "ViT-B-32", cache) == again
+    # Another CLIP model, or another torch, is measured anew; the first record stays.
+    choose_precision("auto", CPU, "tiny-test", timings, cache)
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    choose_precision("auto", CPU, "ViT-B-32", timings, cache)
+    assert timings.calls == 3
+    monkeypatch.undo()
+    assert len(json.loads(cache.read_text())["machines"]) == 3
+    assert choose_precision("auto", CPU, "ViT-B-32", timings, cache).reason == "measured earlier"
+
+
+def test_auto_survives_a_damaged_or_read_only_record(tmp_path):
+    cache = tmp_path / "precision.json"
+    cache.write_text("{not json")
+    timings = Timings(600, 300)
+    assert choose_precision("auto", CPU, "ViT-B-32", timings, cache).precision == "bf16"
+    assert json.loads(cache.read_text())["machines"], "the damaged record was replaced"
+    unwritable = tmp_path / "file" / "precision.json"
+    (tmp_path / "file").write_text("a file where the data folder should be")
+    assert choose_precision("auto", CPU, "ViT-B-32", timings, unwritable).precision == "bf16"
+
+
+def test_asked_precisions_and_devices_without_bfloat16_are_not_measured(tmp_path, monkeypatch):
+    timings = Timings(600, 300)
+    for asked in ("fp32", "bf16"):
+        choice = choose_precision(asked, CPU, "ViT-B-32", timings, tmp_path / "p.json")
+        assert (choice.precision, choice.reason) == (asked, "asked")
+    mps = choose_precision("auto", torch.device("mps"), "ViT-B-32", timings, tmp_path / "p.json")
+    assert mps.precision == "fp32"
+    assert timings.calls == 0
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp8", CPU)
+        choose_precision("fp8", CPU, "ViT-B-32", timings, tmp_path / "p.json")
+
+
+def test_load_clip_auto_times_real_steps_and_records_the_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPASCENE_DATA_DIR", str(tmp_path))
+    encoder = load_clip("tiny-test", "random", "cpu", precision="auto")
+    choice = encoder.precision_choice
+    assert choice.reason == "measured" and choice.fp32_ms > 0 and choice.bf16_ms > 0
+    assert encoder.precision == choice.precision
+    recorded = json.loads((tmp_path / "precision.json").read_text())["machines"]
+    assert recorded[choice.machine]["fp32_ms"] == choice.fp32_ms
+    assert load_clip("tiny-test", "random", "cpu", precision="auto").precision_choice.reason == \
+        "measured earlier"
+
+
+@pytest.mark.parametrize("model", ["tiny-test", "ViT-B-32"])
+def test_the_encoders_blocks_compute_open_clips_blocks(model):
+    """layer_features embeds the patches as one matrix product and runs each block as
+    `residual_block` (plain 2-D products); open_clip's own patch convolution and blocks
+    (nn.MultiheadAttention) give the same features."""
+    encoder = load_clip(model, "random", "cpu", precision="fp32")
+    assert encoder.plain_blocks
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ours = encoder.layer_features(images, [2, 5])
+    with torch.no_grad():
+        tokens = encoder.visual._embeds((images - encoder.mean) / encoder.std)
+        for index, block in enumerate(encoder.blocks[:6]):
+            tokens = block(tokens)
+            if index in (2, 5):
+                assert torch.allclose(ours[index], tokens, rtol=1e-4, atol=1e-4), index
+
+
+@pytest.fixture(scope="module", params=["tiny-test", "ViT-B-32"])
+def encoders(request):
+    """float32 and bfloat16 CLIP: the tests' tiny model, and the real ViT-B/32 architecture
+    with random weights (the shapes and depth the artist's runs have)."""
+    full = load_clip(request.param, "random", "cpu", precision="fp32")
+    return full, copy.deepcopy(full).use_precision("bf16")
 
 
 @pytest.fixture(scope="module")
-def encoders(tiny_encoder):
+def tiny_encoders(tiny_encoder):
     return tiny_encoder, copy.deepcopy(tiny_encoder).use_precision("bf16")
 
 
@@ -47,8 +139,8 @@ def scene(tiny_encoder):
     return target, sampling
 
 
-def test_bf16_keeps_layernorm_in_float32(encoders):
-    _, half = encoders
+def test_bf16_keeps_layernorm_in_float32(tiny_encoders):
+    _, half = tiny_encoders
     assert half.precision == "bf16"
     norms = [m for m in half.visual.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert norms and all(m.weight.dtype == torch.float32 for m in norms)
@@ -57,7 +149,7 @@ def test_bf16_keeps_layernorm_in_float32(encoders):
 
 def test_bf16_step_points_the_sketch_the_same_way(encoders, scene):
     """The gradient of an object cell's loss (layers 8 and 4, augmented pairs) w.r.t. the
-    sketch: cosine >= 0.99 between bfloat16 and float32 CLIP."""
+    sketch: cosine >= 0.999 between bfloat16 and float32 CLIP."""
     target, sampling = scene
     points = torch.from_numpy(initialise_strokes(sampling, 16, 0)).float()
     gradients = []
@@ -71,14 +163,18 @@ def test_bf16_step_points_the_sketch_the_same_way(encoders, scene):
         (gradient,) = torch.autograd.grad(losses[8][0] + 0.5 * losses[4][0], moved)
         gradients.append(gradient.flatten())
     cosine = torch.nn.functional.cosine_similarity(gradients[0], gradients[1], dim=0)
-    assert cosine >= 0.99
+    assert cosine >= 0.999
 
 
 def test_bf16_fidelity_run_ends_where_float32_ends(encoders, scene):
-    """30 steps of a fidelity cell: the best clean loss within 2 % of float32's."""
+    """12 steps of a fidelity cell: the best clean loss within 2 % of float32's.
+
+    Short on purpose: the loss falls by about 15 % in these steps, while two trajectories of
+    this optimisation (lr 1 on the control points, random CLIP) drift apart over longer
+    runs under any rounding difference, float32 on two CPUs included."""
     target, sampling = scene
-    config = make_config("standard", iterations=30, eval_start=10, augmentations=2)
-    cell = FidelityCell("scene", 8, 0, initialise_strokes(sampling, 16, 0), 30)
+    config = make_config("standard", iterations=12, eval_start=4, augmentations=2)
+    cell = FidelityCell("scene", 8, 0, initialise_strokes(sampling, 16, 0), 12)
     results = []
     for encoder in encoders:
         bank = TargetBank(encoder, {"scene": target}, {"scene": [8]}, 2, 0,

@@ -19,10 +19,10 @@ ray = pytest.importorskip("ray", reason="Ray is the cluster extra: python3 insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from backend.app import create_app  # noqa: E402
-from backend.executors import ExecutorSettings  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from backend.worker import ModelSettings  # noqa: E402
+from clipascene_backend.app import create_app  # noqa: E402
+from clipascene_backend.executors import ExecutorSettings  # noqa: E402
+from clipascene_backend.settings import Settings  # noqa: E402
+from clipascene_backend.worker import ModelSettings  # noqa: E402
 from clipascene_core.cli import main as clipascene  # noqa: E402
 from tests.backend_helpers import (  # noqa: E402
     TINY,

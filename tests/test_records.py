@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from backend.params import JobParams
-from backend.store import JobStore
+from clipascene_backend.params import JobParams
+from clipascene_backend.store import JobStore
 from clipascene_core.records import CellRecord, Layout, Manifest, OutputFolder
 
 #: A cell and a manifest as schema 1 wrote them: no `pieces`, no `preset`, no schema_version.

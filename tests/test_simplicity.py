@@ -7,13 +7,9 @@ from clipascene_core.engine import Engine
 from clipascene_core.fidelity import FidelityCell, train_fidelity
 from clipascene_core.imageio import to_canvas_tensor
 from clipascene_core.init import initialise_strokes, saliency_map
+from clipascene_core.keep import choose_kept
 from clipascene_core.networks import SimplifyMLP
-from clipascene_core.simplicity import (
-    SimplicityColumn,
-    choose_kept,
-    ratio_schedule,
-    zscore_choice,
-)
+from clipascene_core.simplicity import SimplicityColumn, ratio_schedule, zscore_choice
 from clipascene_core.targets import TargetBank
 from tests.conftest import draw_scene
 

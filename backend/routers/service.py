@@ -11,7 +11,7 @@ from clipascene_core import __version__
 
 from ..deps import ExecutorDep, SettingsDep, StoreDep, WorkersDep
 from ..health import weights_report
-from ..schemas import Health, WorkerState
+from ..schemas import API_VERSION, Health, WorkerState
 from ..store import STORAGE_ERRORS, storage_problem
 
 WEB_PAGE = Path(__file__).parent.parent / "web" / "index.html"
@@ -41,7 +41,8 @@ def health(store: StoreDep, settings: SettingsDep, workers: WorkersDep,
     executor_info, executor_problems = executor.report()
     problems += executor_problems
     return Health(
-        service="clipascene-backend", version=__version__, ok=not problems, problems=problems,
+        service="clipascene-backend", version=__version__, api_version=API_VERSION,
+        ok=not problems, problems=problems,
         workers=states, devices=settings.devices,
         clip_model=settings.models.clip_model, weights=report, missing=missing,
         how_to_get_missing=("run `python3 install.py` (or `clipascene models download`) with "

@@ -7,3 +7,9 @@ strokes look (colours sampled from the photo's pixels), `importer` turns a cell 
 editable, tagged layer, `picker` is the matrix window, and `effects` glues them into the menu
 entries.
 """
+
+#: This extension's version (the project's; `clipascene doctor` reads it from an installed copy).
+__version__ = "0.1.0"
+#: The daemon's HTTP API this extension speaks: /v1/health tells the daemon's, and a mismatch
+#: says which of the two to update (client.version_problem).
+API_VERSION = 1

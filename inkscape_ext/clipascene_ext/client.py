@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +16,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from . import API_VERSION, __version__
+
 DEFAULT_SERVER = "http://127.0.0.1:8765"
-#: Written by install.py: {"backend": "/path/to/clipascene-backend", "data_dir": …}.
+#: Written by `clipascene inkscape install` (and install.py): {"backend": "/path/to/clipascene-backend",
+#: "data_dir": …, "version": …}. A copy from the Extension Manager's zip has none.
 BACKEND_RECORD = Path(__file__).with_name("backend.json")
 START_TIMEOUT_S = 60.0
 
@@ -148,13 +152,17 @@ class Backend:
         Raises BackendError with one message saying how to start it otherwise.
         """
         try:
-            return self.health()
+            return checked(self.health(), self.server)
         except BackendError as unreachable:
+            if str(unreachable).startswith(MISMATCH):
+                raise
             command = installed_backend()
-            if not start or command is None or not self._is_local():
-                raise BackendError(
-                    f"{unreachable} Start it with `clipascene-backend serve` (installed by "
-                    "`python3 install.py`), or check the server address in the dialog.") from None
+            if not start or not self._is_local():
+                raise BackendError(f"{unreachable} Start it with `clipascene-backend serve`, or "
+                                   "check the server address in the dialog; `clipascene doctor` "
+                                   "on its machine reports its state.") from None
+            if command is None:
+                raise BackendError(how_to_get_the_daemon()) from None
         port = urllib.parse.urlsplit(self.server).port or 80
         arguments = [*command, "serve", "--port", str(port)]
         data_dir = installed_data_dir()
@@ -166,11 +174,12 @@ class Backend:
         while time.monotonic() < deadline:
             time.sleep(0.5)
             try:
-                return self.health()
+                health = self.health()
             except BackendError:
                 continue
+            return checked(health, self.server)
         raise BackendError(f"the CLIPascene backend did not start within {START_TIMEOUT_S:.0f} s; "
-                           f"see {log}.")
+                           f"see {log}. `clipascene doctor` shows what that machine has.")
 
     def _is_local(self) -> bool:
         host = urllib.parse.urlsplit(self.server).hostname or ""
@@ -192,11 +201,58 @@ def installed_data_dir() -> Path | None:
 
 
 def installed_backend() -> list[str] | None:
-    """The command that starts the backend, as install.py recorded it, if it still exists."""
+    """The command that starts the backend: as `clipascene inkscape install` recorded it, else
+    `clipascene-backend` on PATH or where pipx and uv put commands (Inkscape started from a
+    desktop menu may not have that folder on its PATH); None when there is none."""
     executable = _install_record().get("backend")
-    if not executable or not Path(executable).exists():
+    if executable and Path(executable).exists():
+        return [executable]
+    name = "clipascene-backend.exe" if sys.platform == "win32" else "clipascene-backend"
+    found = shutil.which(name) or shutil.which(name, path=str(Path.home() / ".local" / "bin"))
+    return [found] if found else None
+
+
+#: How every version mismatch message starts (ensure_running does not retry those).
+MISMATCH = "CLIPascene versions do not match:"
+
+
+def version_problem(health: dict, server: str = DEFAULT_SERVER) -> str | None:
+    """One sentence saying which to update when the daemon speaks another API than this
+    extension, else None."""
+    theirs = health.get("api_version", 0)  # daemons before the API version had none
+    if theirs == API_VERSION:
         return None
-    return [executable]
+    daemon = f"the daemon at {server} (version {health.get('version', '?')}, API {theirs})"
+    ours = f"this Inkscape extension (version {__version__}, API {API_VERSION})"
+    if theirs < API_VERSION:
+        return (f"{MISMATCH} {daemon} is older than {ours}; update the daemon (`pipx upgrade "
+                "clipascene`, or `python3 install.py` in its repository) and restart it "
+                "(`clipascene-backend stop`).")
+    return (f"{MISMATCH} {ours} is older than {daemon}; update the extension (`clipascene "
+            "inkscape install`, or the new zip in Extensions > Manage Extensions) and restart "
+            "Inkscape.")
+
+
+def checked(health: dict, server: str) -> dict:
+    """`health`, or BackendError when the daemon's API version is not this extension's."""
+    problem = version_problem(health, server)
+    if problem:
+        raise BackendError(problem)
+    return health
+
+
+def how_to_get_the_daemon(platform: str = sys.platform) -> str:
+    """The one dialog when no daemon is installed here: what it is and how to get it on this OS."""
+    if platform == "win32":
+        steps = ('in PowerShell: `py -m pip install --user pipx`, then `py -m pipx install '
+                 '"clipascene[backend]"`, then `clipascene inkscape install`')
+    else:
+        steps = ('in a terminal: `pipx install "clipascene[backend]"` (or `uv tool install '
+                 '"clipascene[backend]"`), then `clipascene inkscape install`'
+                 + ("; with Homebrew, `brew install pipx` first" if platform == "darwin" else ""))
+    return ("CLIPascene's sketches are made by its daemon, a separate program on this computer, "
+            f"and it is not installed. Install it once, {steps}; or, from the project's "
+            "repository, `python3 install.py`. Then run Sketch Image again.")
 
 
 #: Run by a short-lived go-between: it starts the command in a session of its own and exits at

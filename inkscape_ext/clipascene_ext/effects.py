@@ -94,7 +94,8 @@ def _backend(server: str) -> Backend:
     if "clip" in health.get("missing", []):
         raise inkex.AbortExtension(
             "the CLIPascene backend has no CLIP weights, so it cannot sketch: "
-            f"{health.get('how_to_get_missing') or 'run python3 install.py'}.")
+            f"{health.get('how_to_get_missing') or 'run clipascene models download'} "
+            "(`clipascene doctor` lists what that machine has).")
     return backend
 
 

@@ -178,7 +178,6 @@ class PickerWindow(Window):
         self._problem = ""
         self._cancelling = False
         self._previews: dict[Choice, GdkPixbuf.Pixbuf] = {}
-        self._counts: dict[tuple[int, int], dict[str, int]] = {}  # strokes, not cut pieces
         self._preset: dict | None = None  # the manifest's: which preset ran, its steps
         self._mask: GdkPixbuf.Pixbuf | None = None
         self._mask_state = "unknown"  # "unknown", "requested", "shown" or the reason it is not
@@ -205,16 +204,9 @@ class PickerWindow(Window):
     def apply_status(self, job: dict, matrix: dict, manifest: dict | None = None) -> None:
         """Show a job record (GET /v1/jobs/{id}), its matrix (GET /v1/jobs/{id}/matrix) and, when
         given, its manifest (GET /v1/jobs/{id}/manifest.json): the preset that ran with its
-        steps, and each cell's stroke counts per region (a background stroke cut in pieces at
-        the object's outline counts once)."""
+        steps. A cell's counts are the matrix's: the strokes in each part's file."""
         if manifest:
             self._preset = manifest.get("preset") or self._preset
-            for cell in manifest.get("cells") or []:
-                regions = (cell.get("regions") or {}).items()
-                counts = {region: details["strokes"] for region, details in regions
-                          if isinstance(details, dict) and isinstance(details.get("strokes"), int)}
-                if counts:
-                    self._counts[(cell["row"], cell["column"])] = counts
         layout = (int(matrix["rows"]), tuple(int(layer) for layer in matrix["layers"]))
         new_layout = layout != self._layout
         if new_layout:
@@ -223,7 +215,7 @@ class PickerWindow(Window):
         self._split = bool(matrix.get("split"))
         for part in ("foreground", "background"):
             self.region_buttons[part].set_sensitive(self._split)
-        self._ready = {(cell["row"], cell["column"]): self._with_counts(cell)
+        self._ready = {(cell["row"], cell["column"]): cell
                        for cell in matrix["cells"] if cell.get("ready")}
         self._job_notices = list(job.get("notices") or [])
         self._outcome = ""
@@ -245,10 +237,6 @@ class PickerWindow(Window):
             self._requests.put(("mask",))
         if new_layout:
             self._fit_window()  # once captions and notices take their room
-
-    def _with_counts(self, cell: dict) -> dict:
-        counts = self._counts.get((cell["row"], cell["column"]))
-        return {**cell, "strokes": counts} if counts else cell
 
     def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
         """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
