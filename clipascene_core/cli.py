@@ -66,6 +66,9 @@ def add_matrix_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--renderer", choices=RENDERERS, default="torch",
                          help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
     add_model_arguments(command)
+    command.add_argument("--progressive", action=argparse.BooleanOptionalAction, default=None,
+                         help="a quick draft of every cell first, then the final cells (default: "
+                              "on a CPU, off on a GPU)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     command.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
 
@@ -79,7 +82,8 @@ def device_from_args(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace, device_type: str):
     """The matrix's configuration from the options, for a device of `device_type`."""
-    return config_from_options(vars(args), device_type, renderer=args.renderer)
+    return config_from_options(vars(args), device_type, renderer=args.renderer,
+                               progressive=getattr(args, "progressive", None))
 
 
 def run_sketch(args: argparse.Namespace) -> int:

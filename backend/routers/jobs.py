@@ -120,7 +120,7 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
 
     async def stream():
         sent_progress = None
-        sent_cells = 0
+        sent_cells: set[tuple[int, int, bool]] = set()  # a draft, then the same cell final
         idle = 0.0
         while True:
             job = await asyncio.to_thread(store.get, job_id)
@@ -128,10 +128,11 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
                 yield _sse("failed", JobEnded(id=job_id, status="failed", error="the job was purged"))
                 return
             cells = await asyncio.to_thread(store.cells, job_id)
-            for cell in cells[sent_cells:]:
-                idle = 0.0
-                yield _sse("cell", cell_ready(job, cell))
-            sent_cells = len(cells)
+            for cell in cells:
+                if (cell.row, cell.layer, cell.draft) not in sent_cells:
+                    idle = 0.0
+                    sent_cells.add((cell.row, cell.layer, cell.draft))
+                    yield _sse("cell", cell_ready(job, cell))
             info = job_info(store, job, settings)
             progress = ProgressUpdate(**info.progress.model_dump(), id=job_id, status=job.status)
             if progress != sent_progress:
