@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -69,9 +69,9 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         raise HTTPException(422, f"invalid params: {problems}") from None
     except ConfigError as error:
         raise HTTPException(422, f"invalid params: {error}") from None
-    checked = await asyncio.to_thread(_check_image, data)
+    checked = await _checked(data)
     if mask_data is not None:
-        drawn = await asyncio.to_thread(_check_image, mask_data, "mask")
+        drawn = await _checked(mask_data, "mask")
         if (drawn["width"], drawn["height"]) != (checked["width"], checked["height"]):
             raise HTTPException(400, f"the mask is {drawn['width']}x{drawn['height']} pixels but "
                                      f"the image is {checked['width']}x{checked['height']}; "
@@ -161,8 +161,15 @@ def _sse(kind: str, data: BaseModel) -> str:
     return f"event: {kind}\ndata: {data.model_dump_json()}\n\n"
 
 
-#: One upload is decoded at a time, so concurrent uploads cannot add up their decoding memory.
-_DECODING = threading.Lock()
+#: Uploads are decoded one at a time, so concurrent uploads cannot add up their decoding
+#: memory, on a thread of their own: an upload waiting for its turn holds no thread that
+#: other requests need (it waits on the event loop), and each decoding is bounded by the
+#: limits `load_image` checks from the header (pixels, decoded bytes, JPEG scans).
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-check")
+
+
+async def _checked(data: bytes, what: str = "image") -> dict:
+    return await asyncio.get_running_loop().run_in_executor(_DECODER, _check_image, data, what)
 
 
 def _check_image(data: bytes, what: str = "image") -> dict:
@@ -170,8 +177,7 @@ def _check_image(data: bytes, what: str = "image") -> dict:
     integrity) -> its suffix and upright size."""
     suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
     try:
-        with _DECODING:
-            image = load_image(data)
+        image = load_image(data)
     except ImageInputError as error:
         message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
         raise HTTPException(error.http_status, message) from None
