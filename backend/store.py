@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,11 @@ _JOB_ID = re.compile(r"^[a-f0-9]{16}$")
 USER_MASK = "user-mask"
 #: A job whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
+#: SQLite opens a database read-only while its file is write-protected, and as long as the
+#: process's connections to it overlap (a worker, event streams), every later connection
+#: shares that state: after a write fails so on a file that is writable again, new
+#: connections wait (at most this long) until the open ones have closed.
+RESET_WAIT_S = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -165,6 +173,9 @@ class JobStore:
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.path = self.data_dir / "jobs.sqlite3"
+        self._gate = threading.Condition()
+        self._open = 0
+        self._resetting = False
         try:
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
             # Uploads were once checked through temporary files; a crash could leave them.
@@ -189,13 +200,44 @@ class JobStore:
 
     @contextmanager
     def _connect(self):
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
+        with self._gate:  # while the store is being reset, new connections wait (bounded)
+            self._gate.wait_for(lambda: not self._resetting, timeout=RESET_WAIT_S)
+            self._open += 1
         try:
-            connection.execute("PRAGMA busy_timeout=30000")
-            yield connection
+            uri = "file:" + urllib.parse.quote(str(self.path))
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                uri += "?mode=ro"  # reads go on; writes fail until it is writable again
+            else:
+                self._restore_companions()
+            connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            try:
+                connection.execute("PRAGMA busy_timeout=30000")
+                yield connection
+            except sqlite3.OperationalError as error:
+                if "readonly" in str(error) and os.access(self.path, os.W_OK):
+                    with self._gate:
+                        self._resetting = True
+                raise
+            finally:
+                connection.close()
         finally:
-            connection.close()
+            with self._gate:
+                self._open -= 1
+                if self._open == 0:
+                    self._resetting = False
+                self._gate.notify_all()
+
+    def _restore_companions(self) -> None:
+        """Give the WAL and shared-memory files back the database's permissions: SQLite made
+        them with the database's mode, so while it was read-only they were made read-only."""
+        for companion in (self.path.with_name(self.path.name + "-wal"),
+                          self.path.with_name(self.path.name + "-shm")):
+            try:
+                if not os.access(companion, os.W_OK) and companion.exists():
+                    companion.chmod(self.path.stat().st_mode & 0o777)
+            except OSError:
+                pass  # not ours to change: the error that follows says what is wrong
 
     # --- paths ---------------------------------------------------------------------------
 

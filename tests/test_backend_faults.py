@@ -1,0 +1,231 @@
+"""The backend as a real process under faults: uploads that would stall it, its data folder
+turning read-only and back, its descriptors running out and coming back, its log file
+failing. Every wait is bounded in time and in requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from backend.logs import SafeFileHandler
+from tests.backend_helpers import TINY, start_server, submit, wait_for_status
+from tests.crafted_images import scan_bomb
+from tests.test_backend_server import thin_png
+
+#: A job that runs until it is cancelled.
+ENDLESS = {**TINY, "iterations": 20_000}
+
+
+def events_arrival(client, job_id: str, stop: threading.Event, times: list[float]) -> None:
+    """Note when each event of the job's stream arrives, until `stop` (run in a thread)."""
+    with client.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=(5, 60)) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                times.append(time.monotonic())
+            if stop.is_set():
+                return
+
+
+def test_scan_bombs_are_refused_and_slow_uploads_hold_up_no_other_request(tmp_path):
+    server = start_server(tmp_path / "data")
+    try:
+        client = server.client
+        job_id = submit(client, ENDLESS).json()["id"]
+        wait_for_status(client, job_id, wanted=("running",), timeout=60,
+                        check=lambda job: (job["progress"]["steps_done"] or 0) > 0)
+        # 100 scans: the most a 16 MP JPEG may have, about a second and a half of decoding
+        # each; sent with a mask of the wrong size, so no job is made after the decoding.
+        slow = scan_bomb(4000, 4000, 94)
+        bomb = scan_bomb(4000, 4000, 5000)  # ~70 s of decoding; refused from its markers
+        answers: dict[str, list] = {"slow": [], "bomb": []}
+
+        def send(kind: str, image: bytes) -> None:
+            started = time.monotonic()
+            files = {"image": ("x.jpg", image, "image/jpeg"),
+                     "mask": ("m.png", thin_png(10, 10), "image/png")}
+            response = client.session.post(client.base + "/v1/jobs", files=files, timeout=120,
+                                           data={"params": json.dumps(TINY)})
+            answers[kind].append((response.status_code, response.json()["detail"],
+                                  time.monotonic() - started))
+
+        stop, arrivals, pings = threading.Event(), [], []
+        stream = threading.Thread(target=events_arrival, args=(client, job_id, stop, arrivals))
+        stream.start()
+        uploads = [threading.Thread(target=send, args=(kind, image))
+                   for kind, image in [("slow", slow)] * 6 + [("bomb", bomb)] * 4]
+        began = time.monotonic()
+        for thread in uploads:
+            thread.start()
+        while any(thread.is_alive() for thread in uploads) and time.monotonic() - began < 120:
+            started = time.monotonic()
+            assert requests.get(server.url + "/v1/health", timeout=30).status_code == 200
+            pings.append(time.monotonic() - started)
+            time.sleep(0.2)
+        busy = time.monotonic() - began
+        for thread in uploads:
+            thread.join(timeout=60)
+        stop.set()
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+        stream.join(timeout=30)
+
+        assert [(status, "scans, too many" in detail) for status, detail, _ in answers["bomb"]] \
+            == [(400, True)] * 4, answers["bomb"]
+        assert [(status, "draw the mask" in detail) for status, detail, _ in answers["slow"]] \
+            == [(400, True)] * 6, answers["slow"]
+        assert busy > 3.0, "the slow uploads kept the decoder busy for a while"
+        # Meanwhile: every health check answered at once, and the job's events kept coming.
+        assert max(pings) < 2.0, pings
+        during = [moment for moment in arrivals if began <= moment <= began + busy]
+        gaps = [later - earlier for earlier, later in zip([began, *during], [*during, began + busy])]
+        assert len(during) >= 3 and max(gaps) < 5.0, gaps
+        assert client.get("/v1/health").json()["ok"]
+    finally:
+        server.stop()
+
+
+# --- the data folder turning read-only, descriptors running out, the log failing -----------
+
+def test_a_log_file_that_cannot_be_written_never_raises_and_is_written_again(tmp_path, capsys):
+    path = tmp_path / "backend.log"
+    handler = SafeFileHandler(path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test-safe-log")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("one")
+        handler.close()  # as uvicorn's logging set-up did
+        path.rename(tmp_path / "backend.log.old")
+        path.mkdir()  # the file cannot be opened again, even by root
+        log.warning("two")
+        log.warning("three")
+        path.rmdir()
+        log.warning("four")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "backend.log.old").read_text() == "one\n"
+    assert path.read_text() == "four\n"
+    said = capsys.readouterr().err
+    assert said.count("cannot write") == 1 and said.count("is written again") == 1, said
+
+
+def as_other_user() -> dict:
+    """Popen arguments that run the server as a user the folder's permissions bind (root
+    writes into read-only folders): `nobody` when the tests run as root."""
+    return {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+
+
+def set_writable(folder: Path, writable: bool, what: str = "folder") -> None:
+    """Turn the data folder and everything in it (or only its database) read-only, or
+    writable again."""
+    for path in [folder, *folder.rglob("*")] if what == "folder" else [folder / "jobs.sqlite3"]:
+        mode = path.stat().st_mode
+        mode = mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        path.chmod(mode)
+
+
+@pytest.fixture
+def own_folder():
+    """A data folder outside pytest's (root-only) temporary folder, owned by the server's user."""
+    folder = Path(tempfile.mkdtemp(prefix="clipascene-faults-"))
+    folder.chmod(0o755)
+    data = folder / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        os.chown(data, 65534, 65534)
+    yield data
+    set_writable(data, True) if data.exists() else None
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("what", ["folder", "database"])
+def test_a_data_folder_turning_read_only_and_back_needs_no_restart(own_folder, what):
+    server = start_server(own_folder, **as_other_user())
+    stop, arrivals = threading.Event(), []
+    try:
+        client = server.client
+        running = submit(client, {**ENDLESS, "seed": 1}).json()["id"]
+        wait_for_status(client, running, wanted=("running",), timeout=60)
+        # Event streams read the store all the while, as the picker's and the page's do.
+        streams = [threading.Thread(target=events_arrival, args=(client, running, stop, arrivals))
+                   for _ in range(3)]
+        for stream in streams:
+            stream.start()
+        set_writable(own_folder, False, what)
+        try:
+            refused = submit(client, {**TINY, "seed": 2})
+            assert refused.status_code == 503 and "cannot be written" in refused.json()["detail"]
+            time.sleep(3)  # the worker meets the read-only store meanwhile
+            assert server.process.poll() is None
+        finally:
+            set_writable(own_folder, True, what)
+        # Writable again: the running job records its progress again and can be cancelled,
+        # the worker lives, the next job runs.
+        steps = client.get(f"/v1/jobs/{running}").json()["progress"]["steps_done"] or 0
+        wait_for_status(client, running, wanted=("running",), timeout=60,
+                        check=lambda job: (job["progress"]["steps_done"] or 0) > steps + 5)
+        assert client.delete(f"/v1/jobs/{running}").status_code == 200
+        assert wait_for_status(client, running, timeout=60)["status"] == "cancelled"
+        job_id = submit(client, {**TINY, "seed": 3}).json()["id"]
+        assert wait_for_status(client, job_id, timeout=90)["status"] == "done"
+        health = client.get("/v1/health").json()
+        assert health["ok"] and health["workers"][0]["state"] == "idle", health
+        assert (own_folder / "backend.pid").exists()
+    finally:
+        stop.set()
+        server.stop()
+
+
+def lower_descriptor_limit(limit: int):
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return lower
+
+
+def test_running_out_of_descriptors_refuses_connections_then_recovers(tmp_path):
+    data = tmp_path / "data"
+    server = start_server(data, preexec_fn=lower_descriptor_limit(200))
+    idle: list[socket.socket] = []
+    try:
+        # Twice the server's descriptors in idle connections (the backlog holds the rest).
+        for _ in range(400):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            except OSError:
+                break
+        time.sleep(2)
+        with pytest.raises(requests.RequestException):
+            requests.get(server.url + "/v1/health", timeout=3)
+        assert server.process.poll() is None
+    finally:
+        for connection in idle:
+            connection.close()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(server.url + "/v1/health", timeout=3).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        health = server.client.get("/v1/health").json()
+        assert health["workers"][0]["state"] in ("idle", "retrying"), health
+        job_id = submit(server.client, TINY).json()["id"]
+        assert wait_for_status(server.client, job_id, timeout=90)["status"] == "done"
+        assert json.loads((data / "backend.pid").read_text())["pid"] == server.process.pid
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
