@@ -389,12 +389,25 @@ class JobStore:
                                      (job_id,)).fetchone()
         return row is None or bool(row[0])
 
-    def purge(self, job_id: str) -> None:
-        """Forget a job and delete its files."""
+    def purge(self, job_id: str, status: str) -> bool:
+        """Forget a job and delete its files, if its status is still `status` (as the caller
+        saw it: a queued job a worker claimed meanwhile is not purged under it, which would
+        leave it writing a folder no record names). Returns whether it was purged."""
         with self._connect() as connection:
-            connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
-            connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is not None and row["status"] != status:
+                    connection.execute("ROLLBACK")
+                    return False
+                connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
+                connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        return True
 
     def recover(self) -> list[tuple[str, str]]:
         """After a crash: re-queue jobs left running, or fail them after MAX_ATTEMPTS.

@@ -229,3 +229,61 @@ def test_running_out_of_descriptors_refuses_connections_then_recovers(tmp_path):
         assert "Traceback" not in server.output()
     finally:
         server.stop()
+
+
+# --- races on one job ---------------------------------------------------------------------
+
+def purge_until_gone(server, job_id: str, statuses: list) -> None:
+    """Purge a job, cancelling it while its worker still holds it (bounded)."""
+    for _ in range(300):
+        response = requests.delete(f"{server.url}/v1/jobs/{job_id}", params={"purge": "true"},
+                                   timeout=30)
+        statuses.append(response.status_code)
+        if response.status_code in (200, 404):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} could not be purged: {statuses[-3:]}")
+
+
+def test_cancel_and_purge_racing_each_other_and_the_worker_never_answer_5xx(tmp_path):
+    server = start_server(tmp_path / "data")
+    statuses: list[int] = []
+    purged: list[str] = []
+    try:
+        # A purge right after the submission meets the worker claiming the job.
+        for seed in range(20):
+            job_id = submit(server.client, {**ENDLESS, "seed": 100 + seed}).json()["id"]
+            purge_until_gone(server, job_id, statuses)
+            purged.append(job_id)
+        # A cancel and a purge of the same running job at once.
+        for seed in range(15):
+            job_id = submit(server.client, {**ENDLESS, "seed": 200 + seed}).json()["id"]
+            if seed % 2:
+                wait_for_status(server.client, job_id, wanted=("running",), timeout=60)
+            start = threading.Barrier(2)
+
+            def call(**params) -> None:
+                start.wait(timeout=30)
+                statuses.append(requests.delete(f"{server.url}/v1/jobs/{job_id}", params=params,
+                                                timeout=30).status_code)
+
+            racers = [threading.Thread(target=call), threading.Thread(target=call, kwargs={"purge": "true"})]
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join(timeout=60)
+            purge_until_gone(server, job_id, statuses)
+            purged.append(job_id)
+        assert statuses and all(status < 500 for status in statuses), sorted(set(statuses))
+        assert set(statuses) <= {200, 404, 409}, sorted(set(statuses))
+        # No purged job's folder comes back once the worker has let go of it.
+        deadline = time.monotonic() + 60
+        while server.client.get("/v1/health").json()["workers"][0]["state"] != "idle":
+            assert time.monotonic() < deadline, "the worker never went idle"
+            time.sleep(0.2)
+        left = sorted(path.name for path in (server.data_dir / "jobs").iterdir()
+                      if path.name in purged)
+        assert left == [], left
+        assert server.client.get("/v1/jobs").json() == []
+    finally:
+        server.stop()

@@ -103,14 +103,21 @@ def job_status(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobInfo:
 def cancel(job: JobDep, store: StoreDep, settings: SettingsDep, workers: WorkersDep,
            purge: bool = False):
     if purge:
-        # A job left 'running' by a worker that no longer runs it can go at once.
-        if job.status == "running" and any(worker.current == job.id for worker in workers):
+        # A job left 'running' by a worker that no longer runs it can go at once; one that a
+        # live worker holds, or may have just claimed (it is idle a moment longer), cannot.
+        if job.status == "running" and any(
+                worker.current == job.id or (worker.current is None and worker.is_alive())
+                for worker in workers):
             store.request_cancel(job.id)
             raise HTTPException(409, "the job is still stopping; purge it again in a moment.")
-        store.purge(job.id)
+        if not store.purge(job.id, job.status):
+            raise HTTPException(409, f"the job just went from {job.status} to another state; "
+                                     "purge it again in a moment.")
         return {"id": job.id, "purged": True}
     if job.status not in FINAL:
         job = store.request_cancel(job.id)
+        if job is None:  # purged meanwhile
+            raise HTTPException(404, "no such job: it was purged just now.")
     return job_info(store, job, settings)
 
 
