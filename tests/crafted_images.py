@@ -38,3 +38,14 @@ def flat_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
             + png_chunk(b"IEND", b""))
+
+
+def webp_claiming(width: int, height: int) -> bytes:
+    """A tiny lossless WebP whose header declares a width x height canvas."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buffer, "WEBP", lossless=True)
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"VP8L" and data[20] == 0x2F
+    kept = int.from_bytes(data[21:25], "little") & ~0xFFFFFFF  # alpha hint and version bits
+    data[21:25] = ((width - 1) | ((height - 1) << 14) | kept).to_bytes(4, "little")
+    return bytes(data)

@@ -23,6 +23,8 @@ from ..schemas import EVENTS, JobEnded, JobInfo, ProgressUpdate, Submitted
 from ..store import FINAL
 
 EVENT_POLL_S = 0.4
+#: The parts of a submission's form.
+FORM_FIELDS = ("image", "params", "mask")
 KEEP_ALIVE_S = 15.0
 
 router = APIRouter()
@@ -37,7 +39,11 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
                      "the object mask: a PNG, JPEG or WebP of the (upright) image's size, white "
                      "or opaque where the object is; used instead of the computed one"))):
     form = await request.form()  # already read by FastAPI: the parts as sent
-    for part in ("image", "params", "mask"):
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:  # a misspelt `params` would otherwise run the default matrix (hours on a CPU)
+        raise HTTPException(400, f"the form has the unknown field {unknown[0][:40]!r}; its fields "
+                                 f"are {', '.join(FORM_FIELDS)}.")
+    for part in FORM_FIELDS:
         if len(form.getlist(part)) > 1:
             raise HTTPException(400, f"the form has {len(form.getlist(part))} '{part}' parts; "
                                      "send one.")
