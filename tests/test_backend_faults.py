@@ -4,6 +4,7 @@ failing. Every wait is bounded in time and in requests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import pytest
 import requests
 
 from backend.logs import SafeFileHandler
+from backend.watch import JobWatch
 from tests.backend_helpers import TINY, start_server, submit, wait_for_status
 from tests.crafted_images import scan_bomb
 from tests.test_backend_server import thin_png
@@ -287,3 +289,35 @@ def test_cancel_and_purge_racing_each_other_and_the_worker_never_answer_5xx(tmp_
         assert server.client.get("/v1/jobs").json() == []
     finally:
         server.stop()
+
+
+# --- many event streams of one job ----------------------------------------------------------
+
+def test_two_hundred_streams_of_one_job_share_one_poller():
+    """The store is read once a poll, however many clients watch the job (200 idle clients
+    once halved the job's speed with a thousand database connections a second)."""
+    reads: list[str] = []
+
+    def read(job_id: str):
+        reads.append(job_id)
+        return ("job", len(reads))
+
+    async def clients() -> list[int]:
+        watch = JobWatch(read, interval=0.1)
+        seen: list[int] = []
+
+        async def client() -> None:
+            async with watch.watch("a") as snapshot:
+                version = 0
+                for _ in range(5):
+                    await snapshot.after(version, 1.0)
+                    version = snapshot.version
+                seen.append(snapshot.reading[1])
+
+        await asyncio.gather(*(client() for _ in range(200)))
+        assert watch.watched == {}  # the last client to go stopped the poller
+        return seen
+
+    seen = asyncio.run(clients())
+    assert len(seen) == 200 and min(seen) >= 5
+    assert 5 <= len(reads) <= 8, len(reads)  # five polls and a few more, not 200 x 5

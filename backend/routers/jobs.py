@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -21,6 +23,7 @@ from ..jobs_view import cell_ready, job_info
 from ..params import JobParams, job_key
 from ..schemas import EVENTS, JobEnded, JobInfo, ProgressUpdate, Submitted
 from ..store import FINAL
+from ..watch import JobWatch
 
 EVENT_POLL_S = 0.4
 #: The parts of a submission's form.
@@ -130,42 +133,57 @@ def cancel(job: JobDep, store: StoreDep, settings: SettingsDep, workers: Workers
 @router.get("/v1/jobs/{job_id}/events")
 async def events(job: JobDep, request: Request, store: StoreDep, settings: SettingsDep):
     job_id = job.id
+    if getattr(request.app.state, "job_watch", None) is None:
+        request.app.state.job_watch = JobWatch(partial(_read_job, store, settings), EVENT_POLL_S)
+    watch: JobWatch = request.app.state.job_watch
 
     async def stream():
         sent_progress = None
         sent_cells = 0
-        idle = 0.0
-        while True:
-            job = await asyncio.to_thread(store.get, job_id)
-            if job is None:
-                yield _sse("failed", JobEnded(id=job_id, status="failed", error="the job was purged"))
-                return
-            cells = await asyncio.to_thread(store.cells, job_id)
-            for cell in cells[sent_cells:]:
-                idle = 0.0
-                yield _sse("cell", cell_ready(job, cell))
-            sent_cells = len(cells)
-            info = job_info(store, job, settings)
-            progress = ProgressUpdate(**info.progress.model_dump(), id=job_id, status=job.status)
-            if progress != sent_progress:
-                idle = 0.0
-                yield _sse("progress", progress)
-                sent_progress = progress
-            if job.status in FINAL:  # the status names the last event
-                yield _sse(job.status, JobEnded(id=job_id, status=job.status, error=job.error))
-                return
-            if await request.is_disconnected():
-                return
-            idle += EVENT_POLL_S
-            if idle >= KEEP_ALIVE_S:
-                # A comment line: keeps proxies and client read timeouts from closing a
-                # stream that has nothing to say while the job waits in the queue.
-                yield ": keep-alive\n\n"
-                idle = 0.0
-            await asyncio.sleep(EVENT_POLL_S)
+        said = time.monotonic()  # when the stream last said something
+        seen = 0
+        async with watch.watch(job_id) as snapshot:
+            while True:
+                await snapshot.after(seen, EVENT_POLL_S)
+                seen = snapshot.version
+                if snapshot.error is not None:
+                    raise snapshot.error
+                if seen and snapshot.reading is None:
+                    yield _sse("failed", JobEnded(id=job_id, status="failed",
+                                                  error="the job was purged"))
+                    return
+                if snapshot.reading is not None:
+                    job, cells, info = snapshot.reading
+                    for cell in cells[sent_cells:]:
+                        said = time.monotonic()
+                        yield _sse("cell", cell_ready(job, cell))
+                    sent_cells = max(sent_cells, len(cells))
+                    progress = ProgressUpdate(**info.progress.model_dump(), id=job_id,
+                                              status=job.status)
+                    if progress != sent_progress:
+                        said = time.monotonic()
+                        yield _sse("progress", progress)
+                        sent_progress = progress
+                    if job.status in FINAL:  # the status names the last event
+                        yield _sse(job.status, JobEnded(id=job_id, status=job.status,
+                                                        error=job.error))
+                        return
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - said >= KEEP_ALIVE_S:
+                    # A comment line: keeps proxies and client read timeouts from closing a
+                    # stream that has nothing to say while the job waits in the queue.
+                    yield ": keep-alive\n\n"
+                    said = time.monotonic()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _read_job(store, settings, job_id: str):
+    """What an event stream needs of a job (read once a poll for all its streams)."""
+    job = store.get(job_id)
+    return None if job is None else (job, store.cells(job_id), job_info(store, job, settings))
 
 
 def _sse(kind: str, data: BaseModel) -> str:
