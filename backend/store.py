@@ -88,8 +88,17 @@ class StoreError(RuntimeError):
 STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
-def _disk_full(error: BaseException) -> bool:
-    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error)
+def _disk_full(error: BaseException, data_dir: Path | None = None) -> bool:
+    """A full disk; SQLite may say only "disk I/O error" (its shared-memory file cannot grow)."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error) or (
+        data_dir is not None and "disk I/O error" in str(error) and _no_space(data_dir))
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def _read_only(error: BaseException) -> bool:
@@ -110,7 +119,7 @@ def disk_trouble(error: BaseException) -> bool:
 
 def storage_problem(error: BaseException, data_dir: Path) -> str:
     """One sentence for the user about a storage error met in `data_dir`."""
-    if _disk_full(error):
+    if _disk_full(error, data_dir):
         return (f"the disk holding the data folder {data_dir} is full; free some space "
                 "(finished jobs can be purged) and try again.")
     if _read_only(error):
@@ -306,12 +315,29 @@ class JobStore:
                 raise
         return self.get(job_id), False
 
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a query. On a full disk SQLite cannot map the shared-memory file a
+        WAL database is read through ("disk I/O error"): the rows are then read from the
+        database file alone, as last checkpointed, so finished jobs are still served."""
+        try:
+            with self._connect() as connection:
+                return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:
+            if not _disk_full(error, self.data_dir) or not self.path.exists():
+                raise
+        connection = sqlite3.connect("file:" + urllib.parse.quote(str(self.path)) + "?immutable=1",
+                                     uri=True, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
     def get(self, job_id: str) -> Job | None:
         if not valid_job_id(job_id):
             return None
-        with self._connect() as connection:
-            row = connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row is not None else None
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
 
     def list(self, limit: int = 100) -> list[Job]:
         with self._connect() as connection:
@@ -463,10 +489,8 @@ class JobStore:
 
     def cells(self, job_id: str) -> list[CellRecord]:
         """The job's finished cells, in the order they were finished."""
-        with self._connect() as connection:
-            rows = connection.execute(
-                "SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
-                (job_id,)).fetchall()
+        rows = self._read("SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
+                          (job_id,))
         return [CellRecord.from_dict(json.loads(row["data"])) for row in rows]
 
 

@@ -12,6 +12,7 @@ import resource
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -21,7 +22,9 @@ import pytest
 import requests
 
 from backend.logs import SafeFileHandler
+from backend.store import STORAGE_ERRORS, JobStore, storage_problem
 from backend.watch import JobWatch
+from clipascene_core.records import CellRecord, Layout
 from tests.backend_helpers import TINY, start_server, submit, wait_for_status
 from tests.crafted_images import scan_bomb
 from tests.test_backend_server import thin_png
@@ -321,3 +324,38 @@ def test_two_hundred_streams_of_one_job_share_one_poller():
     seen = asyncio.run(clients())
     assert len(seen) == 200 and min(seen) >= 5
     assert 5 <= len(reads) <= 8, len(reads)  # five polls and a few more, not 200 x 5
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB file system of its own (a tmpfs: root only)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no small file system can be mounted here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_on_a_full_disk_finished_jobs_are_still_read_and_the_message_says_full(small_disk):
+    store = JobStore(small_disk / "data")
+    job, _ = store.submit("key", {"preset": "preview"}, Layout(1, (2,), False), "a.png", b"png",
+                          ".png", 10, 10)
+    cell = CellRecord(row=0, layer=2, column=0, files={"combined": "cells/r0_L2.svg"},
+                      strokes={"scene": 4})
+    store.add_cell(job.id, cell)
+    store.finish(job.id, "done")
+    with open(small_disk / "filler", "wb") as filler:
+        with pytest.raises(OSError):
+            for _ in range(10_000):
+                filler.write(b"\0" * 65536)
+                filler.flush()
+    assert store.get(job.id).status == "done"
+    assert [found.layer for found in store.cells(job.id)] == [2]
+    with pytest.raises(STORAGE_ERRORS) as caught:
+        store.update(job.id, error="x")
+    assert "is full" in storage_problem(caught.value, store.data_dir)
