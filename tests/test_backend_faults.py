@@ -33,14 +33,20 @@ from tests.test_backend_server import thin_png
 ENDLESS = {**TINY, "iterations": 20_000}
 
 
-def events_arrival(client, job_id: str, stop: threading.Event, times: list[float]) -> None:
-    """Note when each event of the job's stream arrives, until `stop` (run in a thread)."""
-    with client.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=(5, 60)) as response:
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                times.append(time.monotonic())
-            if stop.is_set():
-                return
+def events_arrival(client, job_id: str, stop: threading.Event, times: list,
+                   broken: list | None = None) -> None:
+    """Note when each event of the job's stream arrives, until `stop` (run in a thread);
+    a stream broken before `stop` goes into `broken`."""
+    try:
+        with client.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=(5, 60)) as response:
+            for line in response.iter_lines(decode_unicode=True):
+                if line.startswith("event: "):
+                    times.append(time.monotonic())
+                if stop.is_set():
+                    return
+    except requests.RequestException as error:
+        if not stop.is_set() and broken is not None:
+            broken.append(error)
 
 
 def test_scan_bombs_are_refused_and_slow_uploads_hold_up_no_other_request(tmp_path):
@@ -159,13 +165,15 @@ def own_folder():
 @pytest.mark.parametrize("what", ["folder", "database"])
 def test_a_data_folder_turning_read_only_and_back_needs_no_restart(own_folder, what):
     server = start_server(own_folder, **as_other_user())
-    stop, arrivals = threading.Event(), []
+    stop, arrivals, broken = threading.Event(), [], []
     try:
         client = server.client
         running = submit(client, {**ENDLESS, "seed": 1}).json()["id"]
-        wait_for_status(client, running, wanted=("running",), timeout=60)
+        wait_for_status(client, running, wanted=("running",), timeout=60,
+                        check=lambda job: (job["progress"]["steps_done"] or 0) > 0)
         # Event streams read the store all the while, as the picker's and the page's do.
-        streams = [threading.Thread(target=events_arrival, args=(client, running, stop, arrivals))
+        streams = [threading.Thread(target=events_arrival,
+                                    args=(client, running, stop, arrivals, broken))
                    for _ in range(3)]
         for stream in streams:
             stream.start()
@@ -177,18 +185,24 @@ def test_a_data_folder_turning_read_only_and_back_needs_no_restart(own_folder, w
             assert server.process.poll() is None
         finally:
             set_writable(own_folder, True, what)
-        # Writable again: the running job records its progress again and can be cancelled,
-        # the worker lives, the next job runs.
-        steps = client.get(f"/v1/jobs/{running}").json()["progress"]["steps_done"] or 0
-        wait_for_status(client, running, wanted=("running",), timeout=60,
-                        check=lambda job: (job["progress"]["steps_done"] or 0) > steps + 5)
-        assert client.delete(f"/v1/jobs/{running}").status_code == 200
-        assert wait_for_status(client, running, timeout=60)["status"] == "cancelled"
+        # Writable again: the running job records its progress again and can be cancelled
+        # (or, had it met the read-only folder writing a file, it ended saying so); the
+        # worker lives; the next job runs.
+        job = client.get(f"/v1/jobs/{running}").json()
+        if job["status"] == "running":
+            steps = job["progress"]["steps_done"] or 0
+            wait_for_status(client, running, wanted=("running",), timeout=60,
+                            check=lambda job: (job["progress"]["steps_done"] or 0) > steps + 5)
+            assert client.delete(f"/v1/jobs/{running}").status_code == 200
+            assert wait_for_status(client, running, timeout=60)["status"] == "cancelled"
+        else:
+            assert job["status"] == "failed" and "cannot be written" in job["error"], job
         job_id = submit(client, {**TINY, "seed": 3}).json()["id"]
         assert wait_for_status(client, job_id, timeout=90)["status"] == "done"
         health = client.get("/v1/health").json()
         assert health["ok"] and health["workers"][0]["state"] == "idle", health
         assert (own_folder / "backend.pid").exists()
+        assert broken == [], broken
     finally:
         stop.set()
         server.stop()

@@ -146,13 +146,13 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
             while True:
                 await snapshot.after(seen, EVENT_POLL_S)
                 seen = snapshot.version
-                if snapshot.error is not None:
-                    raise snapshot.error
-                if seen and snapshot.reading is None:
+                if snapshot.error is not None:  # the store failed this poll: say nothing
+                    pass
+                elif seen and snapshot.reading is None:
                     yield _sse("failed", JobEnded(id=job_id, status="failed",
                                                   error="the job was purged"))
                     return
-                if snapshot.reading is not None:
+                elif snapshot.reading is not None:
                     job, cells, info = snapshot.reading
                     for cell in cells[sent_cells:]:
                         said = time.monotonic()
