@@ -12,7 +12,6 @@ share one; WAL lets readers proceed while a worker writes.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -28,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from clipascene_core.records import CellRecord, Layout, OutputFolder, Progress
+
+from .storage import (  # noqa: F401  (callers import the store's errors from here)
+    STORAGE_ERRORS,
+    _disk_full,
+    damaged_database,
+    disk_trouble,
+    storage_problem,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
@@ -82,58 +89,6 @@ CREATE TABLE IF NOT EXISTS meta (
 
 class StoreError(RuntimeError):
     """The data folder or its database cannot be used. The message says what to do."""
-
-
-#: What a full disk, a read-only folder or a damaged database raises from the store.
-STORAGE_ERRORS = (sqlite3.Error, OSError)
-
-
-def _disk_full(error: BaseException, data_dir: Path | None = None) -> bool:
-    """A full disk; SQLite may say only "disk I/O error" (its shared-memory file cannot grow)."""
-    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error) or (
-        data_dir is not None and "disk I/O error" in str(error) and _no_space(data_dir))
-
-
-def _no_space(folder: Path) -> bool:
-    try:
-        return shutil.disk_usage(folder).free < 2**20
-    except OSError:
-        return False
-
-
-def _read_only(error: BaseException) -> bool:
-    return (getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM)
-            or "readonly" in str(error))
-
-
-def _damaged(error: BaseException) -> bool:
-    return isinstance(error, sqlite3.DatabaseError) and (
-        not isinstance(error, sqlite3.OperationalError) or _damage(error))
-
-
-def disk_trouble(error: BaseException) -> bool:
-    """Whether `error` is a full disk, a read-only folder or a damaged database."""
-    return isinstance(error, STORAGE_ERRORS) and (
-        _disk_full(error) or _read_only(error) or _damaged(error))
-
-
-def storage_problem(error: BaseException, data_dir: Path) -> str:
-    """One sentence for the user about a storage error met in `data_dir`."""
-    if _disk_full(error, data_dir):
-        return (f"the disk holding the data folder {data_dir} is full; free some space "
-                "(finished jobs can be purged) and try again.")
-    if _read_only(error):
-        return (f"the data folder {data_dir} cannot be written ({error}); fix its permissions "
-                "or start the backend with another --data-dir.")
-    if _damaged(error):
-        return damaged_database(data_dir / "jobs.sqlite3", str(error))
-    return f"the backend could not use its data folder {data_dir} ({error})."
-
-
-def damaged_database(path: Path, reason: str) -> str:
-    return (f"the job database {path} is damaged or not CLIPascene's ({reason}). Stop the "
-            f"backend, move it aside (mv {path} {path}.damaged) and start again: a new one is "
-            "made, and the files of earlier jobs stay in the jobs folder.")
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -516,9 +471,3 @@ def _add_layouts(connection: sqlite3.Connection) -> None:
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-
-
-def _damage(error: sqlite3.OperationalError) -> bool:
-    """Whether an OperationalError means the file is not a usable database."""
-    return any(text in str(error) for text in ("malformed", "not a database", "no such column",
-                                               "has no column"))

@@ -9,9 +9,9 @@ go stops it: the store is read once a poll, however many clients there are.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-
-from typing import Any, Callable
+from typing import Any
 
 
 class Snapshot:

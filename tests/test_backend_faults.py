@@ -99,7 +99,8 @@ def test_scan_bombs_are_refused_and_slow_uploads_hold_up_no_other_request(tmp_pa
         # Meanwhile: every health check answered at once, and the job's events kept coming.
         assert max(pings) < 2.0, pings
         during = [moment for moment in arrivals if began <= moment <= began + busy]
-        gaps = [later - earlier for earlier, later in zip([began, *during], [*during, began + busy])]
+        gaps = [later - earlier
+                for earlier, later in zip([began, *during], [*during, began + busy], strict=True)]
         assert len(during) >= 3 and max(gaps) < 5.0, gaps
         assert client.get("/v1/health").json()["ok"]
     finally:
@@ -281,12 +282,13 @@ def test_cancel_and_purge_racing_each_other_and_the_worker_never_answer_5xx(tmp_
                 wait_for_status(server.client, job_id, wanted=("running",), timeout=60)
             start = threading.Barrier(2)
 
-            def call(**params) -> None:
+            def call(start=start, job_id=job_id, **params) -> None:
                 start.wait(timeout=30)
                 statuses.append(requests.delete(f"{server.url}/v1/jobs/{job_id}", params=params,
                                                 timeout=30).status_code)
 
-            racers = [threading.Thread(target=call), threading.Thread(target=call, kwargs={"purge": "true"})]
+            racers = [threading.Thread(target=call),
+                      threading.Thread(target=call, kwargs={"purge": "true"})]
             for racer in racers:
                 racer.start()
             for racer in racers:
