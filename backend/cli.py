@@ -17,6 +17,7 @@ from clipascene_core import __version__
 from clipascene_core.models import add_model_arguments
 
 from .executors import EXECUTORS, ExecutorSettings
+from .logs import setup_logging
 from .worker import ModelSettings
 
 logger = logging.getLogger("backend")
@@ -115,14 +116,6 @@ def expand_devices(requested: str) -> list[str]:
     return devices
 
 
-def setup_logging(data_dir: Path, level: str) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
-                                       logging.FileHandler(data_dir / "backend.log")]
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -175,6 +168,8 @@ def stop(args: argparse.Namespace) -> int:
     try:
         record = json.loads(record_file.read_text())
         pid = int(record["pid"])
+        if pid <= 0:  # kill(-1) signals every process of the user, kill(0) our own group
+            raise ValueError(f"pid {pid}")
     except (OSError, ValueError, KeyError, TypeError):
         print(f"clipascene-backend: no backend is running from {data_dir} (nothing recorded in "
               f"{record_file.name}).")
@@ -263,7 +258,7 @@ def serve(args: argparse.Namespace) -> int:
     record_file.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": args.port}))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                    timeout_graceful_shutdown=10)
+                    log_config=None, timeout_graceful_shutdown=10)
     finally:
         try:
             if json.loads(record_file.read_text()).get("pid") == os.getpid():

@@ -11,6 +11,8 @@
   out of the request before anything can log it.
 * **Body size**: refused from `Content-Length`, and counted while the body streams in, so an
   oversized upload is never spooled to disk.
+* **Framing**: every answer says `X-Frame-Options: DENY` and `Content-Security-Policy:
+  frame-ancestors 'none'`, so no page can show the web page in a frame and clickjack it.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ class Guard:
                    or self._length_refusal(headers))
         if refusal is not None:
             status, detail = refusal
-            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+            await JSONResponse({"detail": detail}, status_code=status)(scope, receive,
+                                                                        _unframeable(send))
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, self._counting(receive), _unframeable(send))
 
     def _host_refusal(self, headers: Headers) -> tuple[int, str] | None:
         host = headers.get("host")
@@ -114,6 +117,20 @@ class Guard:
         return counted
 
 
+#: No page may show the service in a frame (its Cancel buttons could be clickjacked).
+_NO_FRAMING = [(b"x-frame-options", b"DENY"),
+               (b"content-security-policy", b"frame-ancestors 'none'")]
+
+
+def _unframeable(send: Send) -> Send:
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *_NO_FRAMING]}
+        await send(message)
+
+    return sending
+
+
 def _take_query_token(scope: Scope) -> str:
     """The `token` query parameter's value, removed from the scope so no access log shows it."""
     parts = scope.get("query_string", b"").split(b"&")
@@ -125,6 +142,15 @@ def _take_query_token(scope: Scope) -> str:
     return unquote_plus(token.partition(b"=")[2].decode("latin-1"))
 
 
+def _netloc(origin: str) -> str | None:
+    """The host and port of an Origin header; None for a malformed one (`http://[::1`),
+    which is then no origin of ours."""
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:
+        return None
+
+
 def _origin_refusal(scope: Scope, headers: Headers) -> tuple[int, str] | None:
     """Requests a browser sends on behalf of another site's page (or a sandboxed one)."""
     site = headers.get("sec-fetch-site", "").lower()
@@ -132,7 +158,7 @@ def _origin_refusal(scope: Scope, headers: Headers) -> tuple[int, str] | None:
     navigation = (scope["method"] in ("GET", "HEAD")
                   and headers.get("sec-fetch-mode", "").lower() == "navigate")
     foreign = site in ("cross-site", "same-site") or (
-        origin is not None and (origin == "null" or urlsplit(origin).netloc.lower()
+        origin is not None and (origin == "null" or _netloc(origin)
                                 != headers.get("host", "").lower()))
     if not foreign or navigation:
         return None

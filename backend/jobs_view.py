@@ -20,7 +20,8 @@ def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
     device = job.device or settings.devices[0]
     config = JobParams(**job.params).to_config(torch_device_type(device))
     steps = step_counts(config)
-    progress = ProgressInfo(**job.progress.to_dict(), cells_done=len(store.cells(job.id)),
+    progress = ProgressInfo(**job.progress.to_dict(),
+                            cells_done=sum(not cell.draft for cell in store.cells(job.id)),
                             cells_total=job.layout.cells_total)
     # A queued job may keep the progress of an interrupted run: its estimate replaces it.
     if job.status == "queued" or (job.status == "running" and progress.eta_s is None):
@@ -44,7 +45,7 @@ def cell_ready(job: Job, cell: CellRecord) -> CellReady:
         if part in cell.files:
             urls[part] = f"{base}.svg?part={part}"
     return CellReady(id=job.id, row=cell.row, column=column, layer=cell.layer,
-                     strokes=cell.strokes, urls=urls)
+                     strokes=cell.strokes, urls=urls, draft=cell.draft)
 
 
 def torch_device_type(device: str) -> str:

@@ -43,6 +43,8 @@ class CellReady(BaseModel):
     layer: int
     strokes: dict[str, int]
     urls: dict[str, str]
+    #: A draft: the same cell arrives again, final (draft false), when the training reaches it.
+    draft: bool = False
 
 
 class JobEnded(BaseModel):
@@ -95,6 +97,8 @@ class CellInfo(BaseModel):
     column: int
     layer: int
     ready: bool
+    #: A draft (a progressive run's early, rough cell), replaced by the final cell later.
+    draft: bool = False
     strokes: dict[str, int] | None = None
     urls: dict[str, str] | None = None
 

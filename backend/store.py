@@ -12,19 +12,29 @@ share one; WAL lets readers proceed while a worker writes.
 
 from __future__ import annotations
 
-import errno
 import json
+import os
 import re
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipascene_core.records import CellRecord, Layout, OutputFolder, Progress
+
+from .storage import (  # noqa: F401  (callers import the store's errors from here)
+    STORAGE_ERRORS,
+    _disk_full,
+    damaged_database,
+    disk_trouble,
+    storage_problem,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
@@ -33,6 +43,11 @@ _JOB_ID = re.compile(r"^[a-f0-9]{16}$")
 USER_MASK = "user-mask"
 #: A job whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
+#: SQLite opens a database read-only while its file is write-protected, and as long as the
+#: process's connections to it overlap (a worker, event streams), every later connection
+#: shares that state: after a write fails so on a file that is writable again, new
+#: connections wait (at most this long) until the open ones have closed.
+RESET_WAIT_S = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -74,49 +89,6 @@ CREATE TABLE IF NOT EXISTS meta (
 
 class StoreError(RuntimeError):
     """The data folder or its database cannot be used. The message says what to do."""
-
-
-#: What a full disk, a read-only folder or a damaged database raises from the store.
-STORAGE_ERRORS = (sqlite3.Error, OSError)
-
-
-def _disk_full(error: BaseException) -> bool:
-    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error)
-
-
-def _read_only(error: BaseException) -> bool:
-    return (getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM)
-            or "readonly" in str(error))
-
-
-def _damaged(error: BaseException) -> bool:
-    return isinstance(error, sqlite3.DatabaseError) and (
-        not isinstance(error, sqlite3.OperationalError) or _damage(error))
-
-
-def disk_trouble(error: BaseException) -> bool:
-    """Whether `error` is a full disk, a read-only folder or a damaged database."""
-    return isinstance(error, STORAGE_ERRORS) and (
-        _disk_full(error) or _read_only(error) or _damaged(error))
-
-
-def storage_problem(error: BaseException, data_dir: Path) -> str:
-    """One sentence for the user about a storage error met in `data_dir`."""
-    if _disk_full(error):
-        return (f"the disk holding the data folder {data_dir} is full; free some space "
-                "(finished jobs can be purged) and try again.")
-    if _read_only(error):
-        return (f"the data folder {data_dir} cannot be written ({error}); fix its permissions "
-                "or start the backend with another --data-dir.")
-    if _damaged(error):
-        return damaged_database(data_dir / "jobs.sqlite3", str(error))
-    return f"the backend could not use its data folder {data_dir} ({error})."
-
-
-def damaged_database(path: Path, reason: str) -> str:
-    return (f"the job database {path} is damaged or not CLIPascene's ({reason}). Stop the "
-            f"backend, move it aside (mv {path} {path}.damaged) and start again: a new one is "
-            "made, and the files of earlier jobs stay in the jobs folder.")
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -165,6 +137,9 @@ class JobStore:
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.path = self.data_dir / "jobs.sqlite3"
+        self._gate = threading.Condition()
+        self._open = 0
+        self._resetting = False
         try:
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
             # Uploads were once checked through temporary files; a crash could leave them.
@@ -189,13 +164,44 @@ class JobStore:
 
     @contextmanager
     def _connect(self):
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
+        with self._gate:  # while the store is being reset, new connections wait (bounded)
+            self._gate.wait_for(lambda: not self._resetting, timeout=RESET_WAIT_S)
+            self._open += 1
         try:
-            connection.execute("PRAGMA busy_timeout=30000")
-            yield connection
+            uri = "file:" + urllib.parse.quote(str(self.path))
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                uri += "?mode=ro"  # reads go on; writes fail until it is writable again
+            else:
+                self._restore_companions()
+            connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            try:
+                connection.execute("PRAGMA busy_timeout=30000")
+                yield connection
+            except sqlite3.OperationalError as error:
+                if "readonly" in str(error) and os.access(self.path, os.W_OK):
+                    with self._gate:
+                        self._resetting = True
+                raise
+            finally:
+                connection.close()
         finally:
-            connection.close()
+            with self._gate:
+                self._open -= 1
+                if self._open == 0:
+                    self._resetting = False
+                self._gate.notify_all()
+
+    def _restore_companions(self) -> None:
+        """Give the WAL and shared-memory files back the database's permissions: SQLite made
+        them with the database's mode, so while it was read-only they were made read-only."""
+        for companion in (self.path.with_name(self.path.name + "-wal"),
+                          self.path.with_name(self.path.name + "-shm")):
+            try:
+                if not os.access(companion, os.W_OK) and companion.exists():
+                    companion.chmod(self.path.stat().st_mode & 0o777)
+            except OSError:
+                pass  # not ours to change: the error that follows says what is wrong
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -265,12 +271,29 @@ class JobStore:
                 raise
         return self.get(job_id), False
 
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a query. On a full disk SQLite cannot map the shared-memory file a
+        WAL database is read through ("disk I/O error"): the rows are then read from the
+        database file alone, as last checkpointed, so finished jobs are still served."""
+        try:
+            with self._connect() as connection:
+                return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:
+            if not _disk_full(error, self.data_dir) or not self.path.exists():
+                raise
+        connection = sqlite3.connect("file:" + urllib.parse.quote(str(self.path)) + "?immutable=1",
+                                     uri=True, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
     def get(self, job_id: str) -> Job | None:
         if not valid_job_id(job_id):
             return None
-        with self._connect() as connection:
-            row = connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row is not None else None
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
 
     def list(self, limit: int = 100) -> list[Job]:
         with self._connect() as connection:
@@ -348,12 +371,25 @@ class JobStore:
                                      (job_id,)).fetchone()
         return row is None or bool(row[0])
 
-    def purge(self, job_id: str) -> None:
-        """Forget a job and delete its files."""
+    def purge(self, job_id: str, status: str) -> bool:
+        """Forget a job and delete its files, if its status is still `status` (as the caller
+        saw it: a queued job a worker claimed meanwhile is not purged under it, which would
+        leave it writing a folder no record names). Returns whether it was purged."""
         with self._connect() as connection:
-            connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
-            connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is not None and row["status"] != status:
+                    connection.execute("ROLLBACK")
+                    return False
+                connection.execute("DELETE FROM cells WHERE job_id=?", (job_id,))
+                connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        return True
 
     def recover(self) -> list[tuple[str, str]]:
         """After a crash: re-queue jobs left running, or fail them after MAX_ATTEMPTS.
@@ -403,10 +439,8 @@ class JobStore:
 
     def cells(self, job_id: str) -> list[CellRecord]:
         """The job's finished cells, in the order they were finished."""
-        with self._connect() as connection:
-            rows = connection.execute(
-                "SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
-                (job_id,)).fetchall()
+        rows = self._read("SELECT data FROM cells WHERE job_id=? ORDER BY finished, row, layer",
+                          (job_id,))
         return [CellRecord.from_dict(json.loads(row["data"])) for row in rows]
 
 
@@ -432,9 +466,3 @@ def _add_layouts(connection: sqlite3.Connection) -> None:
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-
-
-def _damage(error: sqlite3.OperationalError) -> bool:
-    """Whether an OperationalError means the file is not a usable database."""
-    return any(text in str(error) for text in ("malformed", "not a database", "no such column",
-                                               "has no column"))

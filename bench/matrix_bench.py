@@ -1,18 +1,15 @@
-"""Benchmark of a whole matrix: wall time and time to the first complete cell, per schedule.
+"""Benchmark of a whole matrix: time to every cell's draft, to the first final cell, and to the end.
 
 Runs `sketch_matrix` itself (the product's own pipeline) on the sample photo with the real
 ViT-B-32 architecture and random weights (the real compute; no weights needed), at the
 `preview` preset's shape (3 columns x 9 rows x 2 regions, 64 strokes) with its step counts
-scaled down, once with each schedule:
-
-- lockstep: every cell advances every step (one big batch: the GPU default);
-- column: one column (both regions, fidelity sketch then rows) before the next (the CPU
-  default), so the first complete cell arrives after one column's fidelity sketches.
+scaled down, column-first (the CPU's schedule), without drafts and with them (the CPU
+default): every cell drafted from a tenth of its steps, then the final cells.
 
 Run from the repository root (nothing else heavy beside it: two torch processes on two
 cores slow each other down):
 
-    .venv/bin/python -m bench.matrix_bench [--fidelity-steps 10] [--row-steps 5] [--write F]
+    .venv/bin/python -m bench.matrix_bench [--fidelity-steps 20] [--row-steps 10] [--write F]
 """
 
 from __future__ import annotations
@@ -26,30 +23,41 @@ from bench.fidelity_bench import SAMPLE, machine, peak_memory_mb
 from clipascene_core.config import make_config
 from clipascene_core.matrix import sketch_matrix
 from clipascene_core.models import load_clip, resolve_device
+from clipascene_core.progressive import draft_config
 from clipascene_core.records import CellEvent, ProgressEvent
 
 
 def run_matrix(encoder, config, out: Path) -> dict:
-    """One matrix: seconds to the first complete cell and to the whole matrix, and the
-    cell-steps trained before that first cell."""
+    """One matrix: seconds until every cell had a draft, to the first final cell and to the
+    whole matrix, and the cell-steps trained before that first final cell."""
     begin = time.perf_counter()
     first: dict = {}
+    drafted: dict = {}
+    drafts = 0
     steps_done = 0
 
     def on_event(event) -> None:
-        nonlocal steps_done
+        nonlocal steps_done, drafts
         if isinstance(event, ProgressEvent):
             steps_done = event.steps_done
+        elif isinstance(event, CellEvent) and event.cell.draft:
+            drafts += 1
+            if drafts == manifest_cells:
+                drafted.update(seconds=time.perf_counter() - begin, steps=steps_done)
         elif isinstance(event, CellEvent) and not first:
             first.update(seconds=time.perf_counter() - begin, steps=steps_done)
 
+    manifest_cells = (config.simplicity_rows + 1) * len(config.layers)
     with tempfile.TemporaryDirectory() as models:  # no U2-Net/LaMa: the fallbacks, announced
         manifest = sketch_matrix(SAMPLE, out, config, encoder, models_dir=Path(models),
                                  on_event=on_event)
     timings = manifest.timings
+    draft_steps = manifest.drafts["steps"] if manifest.drafts else 0
     return {"wall": time.perf_counter() - begin, "first": first["seconds"],
-            "first_steps": first["steps"], "steps": timings["steps"],
-            "preparation": timings["preparation_s"], "training": timings["training_s"],
+            "first_steps": first["steps"] - draft_steps, "steps": timings["steps"],
+            "draft_steps": draft_steps, "drafted": drafted.get("seconds"),
+            "preparation": timings["preparation_s"],
+            "training": timings["training_s"] + timings.get("drafts_s", 0.0),
             "notices": manifest.notices}
 
 
@@ -57,60 +65,69 @@ def run(fidelity_steps: int, row_steps: int, device: str) -> str:
     device = resolve_device(device)
     encoder = load_clip("ViT-B-32", "random", device, precision="auto")
     full = make_config("preview")
+    full_drafts = draft_config(full)
     results = {}
-    for schedule in ("lockstep", "column"):
+    for label, progressive in (("no drafts", False), ("drafts first", True)):
         config = make_config("preview", iterations=fidelity_steps, simplicity_steps=row_steps,
-                             schedule=schedule)
+                             schedule="column", progressive=progressive)
         with tempfile.TemporaryDirectory() as out:
-            results[schedule] = run_matrix(encoder, config, Path(out))
+            results[label] = run_matrix(encoder, config, Path(out))
     fidelity_scale = full.iterations / fidelity_steps
     row_scale = full.simplicity_steps / row_steps
+    choice = encoder.precision_choice
     lines = [
-        f"Machine: {machine()}; device {device}; CLIP precision {encoder.precision}.",
+        f"Machine: {machine()}; device {device}; CLIP precision {choice.describe()}.",
         f"Matrix: {len(full.layers)} columns x {full.simplicity_rows + 1} rows x 2 regions, "
-        f"{full.strokes} strokes; {fidelity_steps} fidelity steps and {row_steps} per simplicity "
-        f"row (the preview's {full.iterations} and {full.simplicity_steps}, scaled down).",
+        f"{full.strokes} strokes, column-first; {fidelity_steps} fidelity steps and {row_steps} "
+        f"per simplicity row (the preview's {full.iterations} and {full.simplicity_steps}, "
+        "scaled down).",
         "",
-        "| measurement | lock-step | column-first |",
+        "| measurement | no drafts | drafts first (the CPU default) |",
         "|---|---|---|",
     ]
 
     def row(label, key, fmt="{:.1f} s"):
-        lines.append(f"| {label} | {fmt.format(results['lockstep'][key])} | "
-                     f"{fmt.format(results['column'][key])} |")
+        values = [results[name][key] for name in results]
+        lines.append(f"| {label} | " + " | ".join("–" if value is None else fmt.format(value)
+                                                   for value in values) + " |")
 
-    row("cell-steps trained (all regions and columns)", "steps", "{}")
+    row("cell-steps trained (drafts, then finals)", "draft_steps", "{}")
+    row("cell-steps trained (final cells)", "steps", "{}")
     row("preprocessing (split, attention, targets)", "preparation")
-    row("time to the first complete cell", "first")
-    row("cell-steps before the first complete cell", "first_steps", "{}")
+    row("time until every cell has a draft", "drafted")
+    row("time to the first final cell", "first")
     row("whole matrix", "wall")
+    per_column = 2 * (full.iterations + full.simplicity_rows * full.simplicity_steps)
+    full_steps = len(full.layers) * per_column
+    full_draft_steps = len(full.layers) * 2 * (full_drafts.iterations
+                                               + full.simplicity_rows * full_drafts.simplicity_steps)
     extrapolated = {}
-    for schedule, result in results.items():
-        per_step = result["training"] / result["steps"]
-        full_steps = 2 * len(full.layers) * (full.iterations
-                                             + full.simplicity_rows * full.simplicity_steps)
-        extrapolated[schedule] = (
-            per_step,
-            (result["preparation"] + result["first_steps"] * fidelity_scale * per_step) / 60,
-            (result["preparation"] + full_steps * per_step) / 60,
-        )
-    lines.append(f"| time per cell-step | {extrapolated['lockstep'][0] * 1000:.0f} ms | "
-                 f"{extrapolated['column'][0] * 1000:.0f} ms |")
-    lines.append(f"| full preview matrix: first complete cell, extrapolated | "
-                 f"{extrapolated['lockstep'][1]:.0f} min | {extrapolated['column'][1]:.0f} min |")
-    lines.append(f"| full preview matrix: whole, extrapolated | "
-                 f"{extrapolated['lockstep'][2]:.0f} min | {extrapolated['column'][2]:.0f} min |")
+    for name, result in results.items():
+        per_step = result["training"] / (result["steps"] + result["draft_steps"])
+        drafts = full_draft_steps * per_step if result["draft_steps"] else 0.0
+        prep = result["preparation"]
+        extrapolated[name] = {
+            "per_step": f"{per_step * 1000:.0f} ms",
+            "drafted": f"{(prep + drafts) / 60:.1f} min" if drafts else "–",
+            "first": f"{(prep + drafts + result['first_steps'] * fidelity_scale * per_step) / 60:.1f} min",
+            "whole": f"{(prep + drafts + full_steps * per_step) / 60:.0f} min",
+        }
+    for label, key in (("time per cell-step", "per_step"),
+                       ("full preview matrix: every cell drafted, extrapolated", "drafted"),
+                       ("full preview matrix: first final cell, extrapolated", "first"),
+                       ("full preview matrix: whole, extrapolated", "whole")):
+        lines.append(f"| {label} | " + " | ".join(extrapolated[name][key] for name in results) + " |")
     lines += ["", f"Peak memory: {peak_memory_mb(device)}. Row steps scale by {row_scale:.0f}x "
-              "and fidelity steps by "
-              f"{fidelity_scale:.0f}x in the extrapolation; the first cell needs fidelity "
-              "steps only."]
-    lines += [f"Preprocessing notice: {notice}" for notice in results["column"]["notices"]]
+              f"and fidelity steps by {fidelity_scale:.0f}x in the extrapolation "
+              f"({full_draft_steps} draft and {full_steps} final cell-steps in the full matrix); "
+              "the first final cell needs its column's fidelity steps only."]
+    lines += [f"Preprocessing notice: {notice}" for notice in results["drafts first"]["notices"]]
     return "\n".join(lines)
 
 
 def _arguments(parser) -> None:
-    parser.add_argument("--fidelity-steps", type=int, default=10)
-    parser.add_argument("--row-steps", type=int, default=5)
+    parser.add_argument("--fidelity-steps", type=int, default=20)
+    parser.add_argument("--row-steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
 
 

@@ -24,7 +24,7 @@ from .cluster import (
 )
 from .config import ConfigError, SketchConfig, config_dict
 from .engine import Cancelled
-from .files import remove_previous_results
+from .files import claim_output_folder
 from .imageio import ImageInputError, load_image
 from .matrix import sketch_matrix
 from .models import WeightsError, default_threads, load_clip
@@ -52,6 +52,10 @@ def find_images(inputs: list[Path]) -> list[Path]:
             raise ConfigError(f"{item}: no such file or folder.")
     by_stem: dict[str, Path] = {}
     for image in dict.fromkeys(path.resolve() for path in images):
+        if image.stem in ("", ".", ".."):
+            # "...png" would go to OUT/.. (outside OUT), "..png" into OUT itself.
+            raise ConfigError(f"{image}: its name, {image.stem!r} without the suffix, cannot "
+                              "name its results folder inside --out; rename it.")
         if image.stem in by_stem:
             raise ConfigError(f"{by_stem[image.stem]} and {image} would both go to the folder "
                               f"{image.stem}/; rename one, or run them in separate batches.")
@@ -135,7 +139,8 @@ def run_batch(args: argparse.Namespace) -> int:
         on_event = progress.events(image.name)
         progress.update(image.name, 0.0)
         try:
-            remove_previous_results(out, keep=(image,))
+            claim_output_folder(out, config.layers, config.simplicity_rows + 1, config.split,
+                                (image,))
             if args.ray is not None:
                 RemoteMatrix(ray, image.read_bytes(), out, config, clip_model=args.clip_model,
                              weights=args.weights, models_dir=args.models_dir,

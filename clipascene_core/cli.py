@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sketch", help="sketch an image into a matrix of SVGs (fidelity columns x simplicity rows)"
     )
     sketch.add_argument("image", type=Path, help="PNG, JPEG or WebP image")
-    sketch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    sketch.add_argument("--out", type=out_folder, required=True, help="folder for the results")
     sketch.add_argument("--mask", type=Path, default=None,
                         help="your own foreground mask image (white or opaque = object)")
     add_matrix_options(sketch)
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "skipping images already done; here or across a Ray cluster")
     batch.add_argument("inputs", type=Path, nargs="+", metavar="DIR_OR_FILE",
                        help="images (PNG, JPEG, WebP), or folders holding them")
-    batch.add_argument("--out", type=Path, required=True,
+    batch.add_argument("--out", type=out_folder, required=True,
                        help="folder for the results: one folder per image, named after it")
     batch.add_argument("--ray", default=None, metavar="ADDR",
                        help="run the matrices on the Ray cluster at ADDR (HOST:PORT, or auto: "
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_folder(text: str) -> Path:
+    """--out: a folder name (an empty one would mean the current folder unasked)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder name (\".\" for the current folder)")
+    return Path(text)
+
+
 def add_matrix_options(command: argparse.ArgumentParser) -> None:
     """The options of a matrix, shared by `sketch` and `batch`."""
     add_option_arguments(command)  # the table of user options (clipascene_core/options.py)
@@ -66,6 +73,9 @@ def add_matrix_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--renderer", choices=RENDERERS, default="torch",
                          help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
     add_model_arguments(command)
+    command.add_argument("--progressive", action=argparse.BooleanOptionalAction, default=None,
+                         help="a quick draft of every cell first, then the final cells (default: "
+                              "on a CPU, off on a GPU)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     command.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
 
@@ -79,14 +89,15 @@ def device_from_args(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace, device_type: str):
     """The matrix's configuration from the options, for a device of `device_type`."""
-    return config_from_options(vars(args), device_type, renderer=args.renderer)
+    return config_from_options(vars(args), device_type, renderer=args.renderer,
+                               progressive=getattr(args, "progressive", None))
 
 
 def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import Cancelled
-    from .files import remove_previous_results
+    from .files import claim_output_folder
     from .matrix import sketch_matrix
     from .records import MatrixEvent, NoticeEvent, ProgressEvent
 
@@ -100,6 +111,12 @@ def run_sketch(args: argparse.Namespace) -> int:
     _check_out(args.out)
     default_threads()
     encoder = load_clip(args.clip_model, args.weights, device, precision=args.precision)
+    # A run into the folder of an earlier one replaces its results (no stale cells stay
+    # behind), and nothing else: refused with nothing written.
+    inputs = (args.image, args.mask) if args.mask else (args.image,)
+    if claim_output_folder(args.out, config.layers, config.simplicity_rows + 1, config.split,
+                           inputs) and not args.quiet:
+        print(f"clipascene: replacing the earlier results in {args.out}", file=sys.stderr)
     bar = tqdm(total=1, unit="step", disable=args.quiet, dynamic_ncols=True,
                desc=f"sketching on {device}")
 
@@ -113,10 +130,6 @@ def run_sketch(args: argparse.Namespace) -> int:
             bar.set_postfix(stage=event.stage, refresh=False)
             bar.refresh()
 
-    # A run into the folder of an earlier one replaces its results: no stale cells stay behind.
-    inputs = (args.image, args.mask) if args.mask else (args.image,)
-    if remove_previous_results(args.out, keep=inputs) and not args.quiet:
-        print(f"clipascene: replacing the earlier results in {args.out}", file=sys.stderr)
     try:
         manifest = sketch_matrix(image, args.out, config, encoder, models_dir=args.models_dir,
                                  user_mask=args.mask, on_event=show, image_name=args.image.name)

@@ -87,6 +87,9 @@ class SketchConfig:
     # "auto": a whole column at a time on the CPU (first cells early), every cell in lock-step
     # on a GPU (one big batch); or "column" / "lockstep" (see engine.Engine).
     schedule: str = "auto"
+    # A draft of every cell first, then the final cells (progressive.py): None = on a CPU,
+    # off on a GPU (where the whole matrix takes minutes); True or False as asked.
+    progressive: bool | None = None
 
     @property
     def canvas_size(self) -> int:

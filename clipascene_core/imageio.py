@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .frames import CanvasFrame
+from .imageheaders import jpeg_scans, webp_size
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ MAX_IMAGE_PIXELS = 64_000_000
 #: Memory the decoded image may take (JPEGs are decoded reduced to the working size, so
 #: this bounds PNG and WebP): checked from the header before anything is decoded.
 MAX_DECODED_BYTES = 200_000_000
+#: Bytes a WebP takes per pixel while Pillow decodes it (its decoder's canvas and previous
+#: canvas, then Pillow's copy, 4 bytes each): at most 16.6 megapixels fit MAX_DECODED_BYTES.
+WEBP_BYTES_PER_PIXEL = 12
+#: A JPEG's decoding time grows with its scans (a progressive JPEG has ~10; one scan can be
+#: repeated thousands of times, each costing a pass over the whole picture): at most this
+#: many scans, and at most MAX_JPEG_SCAN_PIXELS pixels over all scans (a 64-megapixel
+#: picture may have 31 scans). Both are counted from the file's markers before decoding.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_PIXELS = 2_000_000_000
 #: The longest side may be at most this many times the shortest: thinner images have nothing
 #: left to sketch across once scaled to the model's canvas.
 MAX_ASPECT_RATIO = 100
@@ -91,29 +101,37 @@ def load_image(source: str | Path | bytes) -> InputImage:
     with a one-line message for anything we cannot sketch (prefixed with the file's path).
     """
     if isinstance(source, bytes):
-        where, opened = "", io.BytesIO(source)
-        if not source:
-            raise ImageInputError("the file is empty.")
+        where, data = "", source
     else:
         path = Path(source)
-        where, opened = f"{path}: ", path
+        where = f"{path}: "
         if not path.is_file():
             raise ImageInputError(f"{where}no such file.")
-        if path.stat().st_size == 0:
-            raise ImageInputError(f"{where}the file is empty.")
+        data = path.read_bytes()
+    if not data:
+        raise ImageInputError(f"{where}the file is empty.")
     try:
-        with Image.open(opened) as image:
+        declared = webp_size(data)  # Pillow's WebP decoder sets up its canvas on opening
+        if declared is not None:
+            _check_header(where, *declared)
+            _check_decoded_bytes(where, *declared, "RGBA", WEBP_BYTES_PER_PIXEL)
+        with Image.open(io.BytesIO(data)) as image:
             if image.format not in SUPPORTED_FORMATS:
                 raise UnsupportedImageError(
                     f"{where}{image.format} images are not supported; use PNG, JPEG or WebP."
                 )
-            orientation = _orientation(image)
+            # Size, shape and memory do not change with a quarter turn: all are checked
+            # before the orientation is read (a PNG's EXIF may follow its pixels, so reading
+            # it decodes them).
             width, height = image.size
-            if orientation in _QUARTER_TURNS:
-                width, height = height, width
             _check_header(where, width, height)
             image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decoded reduced
-            _check_decoded_bytes(where, image)
+            _check_decoded_bytes(where, *image.size, image.mode)
+            if image.format in ("JPEG", "MPO"):
+                _check_scans(where, data, width * height)
+            orientation = _orientation(image)
+            if orientation in _QUARTER_TURNS:
+                width, height = height, width
             image.load()
             pixels = _to_rgb_on_white(image)
             if orientation in _UPRIGHT:
@@ -154,16 +172,30 @@ def _check_header(where: str, width: int, height: int) -> None:
         )
 
 
-def _check_decoded_bytes(where: str, image: Image.Image) -> None:
+def _check_decoded_bytes(where: str, width: int, height: int, mode: str,
+                         per_pixel: int | None = None) -> None:
     """Refuse an image whose decoded pixels would take too much memory (a small PNG can
-    declare tens of megapixels in 16 bits a channel)."""
-    per_pixel = {"1": 1, "L": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(image.mode, 4)
-    needed = image.size[0] * image.size[1] * per_pixel
+    declare tens of megapixels in 16 bits a channel); a palette or bilevel image is counted
+    with its conversion to RGBA."""
+    if per_pixel is None:
+        per_pixel = {"1": 5, "P": 5, "L": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(mode, 4)
+    needed = width * height * per_pixel
     if needed > MAX_DECODED_BYTES:
         raise ImageInputError(
-            f"{where}the image is too large to decode ({image.size[0]}x{image.size[1]} in "
-            f"{image.mode} takes {needed / 1e6:.0f} MB; at most {MAX_DECODED_BYTES / 1e6:.0f} MB): "
+            f"{where}the image is too large to decode ({width}x{height} in {mode} takes "
+            f"{needed / 1e6:.0f} MB; at most {MAX_DECODED_BYTES / 1e6:.0f} MB): "
             "save it smaller or with 8 bits a channel."
+        )
+
+
+def _check_scans(where: str, data: bytes, pixels: int) -> None:
+    """Refuse a JPEG whose scans would take too long to decode (counted from its markers)."""
+    scans = jpeg_scans(data)
+    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
+        allowed = min(MAX_JPEG_SCANS, max(MAX_JPEG_SCAN_PIXELS // max(pixels, 1), 1))
+        raise ImageInputError(
+            f"{where}the JPEG has {scans} scans, too many to decode (at most {allowed} at its "
+            "size; a progressive JPEG has about 10): save it again as an ordinary JPEG."
         )
 
 

@@ -31,6 +31,8 @@ from .frames import Affine2D, CanvasFrame
 from .imageio import InputImage, load_image, to_canvas_tensor
 from .init import initialise_strokes, saliency_map
 from .models import ClipEncoder
+from .progressive import DRAFT_FRACTION, draft_columns, draft_config, run_drafts, wants_drafts
+from .progressive import steps as draft_steps
 from .records import (
     CellEvent,
     CellRecord,
@@ -109,6 +111,8 @@ class MatrixWriter:
         self.manifest = manifest
         self.on_event = on_event
         self.state = MatrixState()
+        #: Cells written now are drafts (progressive.py), replaced by the final ones later.
+        self.drafting = False
         folder.path(OutputFolder.CELLS).mkdir(parents=True, exist_ok=True)
 
     def image_strokes(self, region: str, points: np.ndarray, keep: np.ndarray,
@@ -162,12 +166,18 @@ class MatrixWriter:
             strokes={name: strokes.stroke_count for name, strokes in groups},
             pieces={name: len(strokes) for name, strokes in groups},
             regions={region_label(name): details for name, (_, details) in per_region.items()},
+            draft=self.drafting,
         )
         self.state.cells[(row, layer)] = cell
         self.manifest.cells = [self.state.cells[key] for key in sorted(self.state.cells)]
         self.write_manifest()
         if self.on_event is not None:
             self.on_event(CellEvent(cell))
+
+    def end_drafts(self) -> None:
+        """The drafts are written: what follows is final (each final cell replaces its draft)."""
+        self.state.sketches.clear()
+        self.drafting = False
 
     def write_manifest(self) -> None:
         atomic_write_json(self.folder.path(OutputFolder.MANIFEST), self.manifest.to_dict())
@@ -333,12 +343,26 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
     """Train a planned matrix to its end, writing each cell as it becomes final; returns the
     final manifest. Raises engine.Cancelled when should_stop()."""
     emit = on_event or (lambda _event: None)
-    emit(StageEvent("training"))
     prepared = time.perf_counter()
+    device = next(plan.encoder.buffers()).device
+    drafts, drafted = [], prepared
+    if wants_drafts(plan.config, device):
+        emit(StageEvent("drafts"))
+        settings = draft_config(plan.config)
+        drafts = draft_columns(plan.columns, settings, device)
+        plan.manifest.drafts = {"fraction": DRAFT_FRACTION, "steps": draft_steps(drafts)}
+        plan.writer.drafting = True
+        run_drafts(plan.encoder, plan.bank, drafts, settings, plan.writer.add,
+                   lambda done, _total: emit(ProgressEvent("drafts", done, plan.steps + draft_steps(drafts))),
+                   should_stop)
+        plan.writer.end_drafts()
+        drafted = time.perf_counter()
+    before = draft_steps(drafts)
+    emit(StageEvent("training"))
     tasks = plan.tasks()
 
     def progress(report: Progress) -> None:
-        emit(ProgressEvent(report.stage, report.steps_done, report.steps_total))
+        emit(ProgressEvent(report.stage, before + report.steps_done, before + report.steps_total))
 
     Engine.for_config(plan.encoder, plan.bank, plan.config).run(
         tasks, on_sketch=plan.writer.add, on_progress=progress, should_stop=should_stop,
@@ -348,7 +372,8 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
     manifest.grid = OutputFolder.GRID
     manifest.timings = {
         "preparation_s": round(prepared - plan.started, 3),
-        "training_s": round(time.perf_counter() - prepared, 3),
+        "drafts_s": round(drafted - prepared, 3),
+        "training_s": round(time.perf_counter() - drafted, 3),
         "total_s": round(time.perf_counter() - plan.started, 3),
         "steps": plan.steps,
     }

@@ -69,9 +69,12 @@ BY_NAME = {option.name: option for option in OPTIONS}
 def parse_layers(text: str) -> tuple[int, ...]:
     """"2,8,11" -> (2, 8, 11); raises ValueError with a sentence."""
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"layers must be comma-separated numbers like 2,8,11, not {text!r}") from None
+        layers = ()
+    if not layers:  # "" named no layer: not "the default layers"
+        raise ValueError(f"layers must be comma-separated numbers like 2,8,11, not {text!r}")
+    return layers
 
 
 def _check(option: Option, value) -> None:

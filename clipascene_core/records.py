@@ -132,6 +132,9 @@ class CellRecord:
     strokes: dict[str, int]
     pieces: dict[str, int] = field(default_factory=dict)
     regions: dict[str, dict] = field(default_factory=dict)
+    #: A draft: an early, rough version of the cell (progressive.py); its final cell
+    #: replaces it (same files, this false) when the training reaches it.
+    draft: bool = False
 
     @property
     def stroke_total(self) -> int:
@@ -165,12 +168,19 @@ class Manifest:
     cells: list[CellRecord] = field(default_factory=list)
     grid: str | None = None
     timings: dict | None = None
+    #: {"fraction", "steps"} of the draft pass when the run drew one (progressive.py).
+    drafts: dict | None = None
     kind: str = "clipascene-matrix"
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     @property
     def cells_total(self) -> int:
         return self.rows * len(self.layers)
+
+    @property
+    def cells_done(self) -> int:
+        """Final cells (drafts not counted)."""
+        return sum(not cell.draft for cell in self.cells)
 
     @property
     def split(self) -> bool:
@@ -183,7 +193,7 @@ class Manifest:
             "frame": self.frame, "model": self.model, "preset": self.preset,
             "layers": list(self.layers), "rows": self.rows, "regions": self.regions,
             "preprocessing": self.preprocessing, "notices": self.notices,
-            "cells_total": self.cells_total, "cells_done": len(self.cells),
+            "cells_total": self.cells_total, "cells_done": self.cells_done,
             "cells": [cell.to_dict() for cell in self.cells],
             "parameters": self.parameters, "versions": self.versions, "command": self.command,
         }
@@ -191,6 +201,8 @@ class Manifest:
             values["grid"] = self.grid
         if self.timings is not None:
             values["timings"] = self.timings
+        if self.drafts is not None:
+            values["drafts"] = self.drafts
         return values
 
     @classmethod
@@ -261,7 +273,8 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class CellEvent:
-    """A cell is final: its files are written and the manifest lists it."""
+    """A cell is written, final or a draft (cell.draft): its files are written and the
+    manifest lists it."""
 
     cell: CellRecord
 

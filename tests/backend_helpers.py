@@ -134,10 +134,11 @@ class Server:
 
 
 def start_server(data_dir: Path, *extra: str, port: int | None = None, token: str | None = None,
-                 timeout: float = 90.0) -> Server:
+                 timeout: float = 90.0, **popen) -> Server:
     """Start `clipascene-backend serve` and wait until GET /v1/health answers.
 
-    With `token`, the server requires it and the returned server's client sends it."""
+    With `token`, the server requires it and the returned server's client sends it; `popen`:
+    more arguments for subprocess.Popen (e.g. another user, a lower descriptor limit)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = data_dir / f"server-{port}-{time.monotonic_ns()}.log"
@@ -146,7 +147,7 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None, token: st
     with open(log, "wb") as output:
         process = subprocess.Popen(serve_command(port, data_dir, *extra), cwd=REPO,
                                    env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, **popen)
     server = Server(process, port, data_dir, log)
     if token is not None:
         server.client.session.headers["Authorization"] = f"Bearer {token}"

@@ -39,6 +39,7 @@ from tests.backend_helpers import (
     wait_for_status,
 )
 from tests.conftest import draw_scene
+from tests.crafted_images import flat_png, scan_bomb, webp_claiming
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +292,21 @@ BAD_REQUESTS = {
                                    says="too large to decode"),
     "image 125:1": upload(thin_png(5_000, 40), 400, says="too thin"),
     "image 5000:1": upload(thin_png(10_000, 2), 400, says="too thin"),
+    # validation budgets (README): JPEG scans, decoded bytes, pixels, checked from the header
+    "JPEG of 3006 scans": upload(scan_bomb(2_000, 2_000, 3_000), 400, "a.jpg",
+                                 says="3006 scans, too many to decode"),
+    "mask JPEG of 3006 scans": masked(scan_bomb(160, 96, 3_000), 400, says="scans, too many"),
+    "WebP canvas of 25 MP": upload(webp_claiming(5_000, 5_000), 400, "a.webp",
+                                   says="too large to decode"),
+    "complete PNG of 169 MP": upload(flat_png(13_000, 13_000), 400, says="too large (13000x13000"),
+    # the form
+    "misspelt params field": upload(SCENE, 400, says="unknown field 'parms'", parms="{}"),
+    "extra form field": upload(SCENE, 400, says="its fields are image, params, mask",
+                               note="hello"),
     # other web pages: cross-site requests and DNS rebinding
+    "malformed Origin on an upload": upload(SCENE, 403, headers={"Origin": "http://[::1"}),
+    "malformed Origin on a read": Case("GET", "/v1/jobs", 403,
+                                       kwargs={"headers": {"Origin": "http://[::1"}}),
     "cross-site upload": upload(SCENE, 403, headers=CROSS_SITE, says="other web pages"),
     "upload with a foreign Origin only": upload(SCENE, 403, headers={"Origin": "http://evil.example"}),
     "upload from a sandboxed page": upload(SCENE, 403, headers={"Origin": "null"}),
@@ -378,6 +393,13 @@ def test_bad_request_gets_a_4xx_with_a_sentence(server, done_job, unready_job, n
     assert case.says in detail
     assert "Traceback" not in detail
     assert server.process.poll() is None
+
+
+def test_no_page_can_frame_the_service(server):
+    for response in (server.client.get("/"), server.client.get("/v1/health"),
+                     server.client.get("/v1/jobs", headers=CROSS_SITE)):
+        assert response.headers["x-frame-options"] == "DENY", response.status_code
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
 
 
 def test_server_is_healthy_and_created_no_jobs_after_the_bad_requests(server, done_job, unready_job):

@@ -44,3 +44,17 @@ def test_stop_with_a_stale_record_touches_no_process(tmp_path):
     result = stop(tmp_path)
     assert result.returncode == 0 and "has exited" in result.stdout
     assert not (tmp_path / "backend.pid").exists()
+
+
+@pytest.mark.parametrize("pid", [-1, 0, "-1"])
+def test_stop_never_signals_a_non_positive_pid(tmp_path, monkeypatch, capsys, pid):
+    # kill(-1, SIGTERM) would reach every process of the user, kill(0, …) our own group: the
+    # test records the calls instead of making them.
+    from backend import cli
+
+    signalled = []
+    monkeypatch.setattr(cli.os, "kill", lambda *call: signalled.append(call))
+    (tmp_path / "backend.pid").write_text(json.dumps({"pid": pid, "port": 1}))
+    assert cli.main(["stop", "--data-dir", str(tmp_path)]) == 0
+    assert signalled == []
+    assert "no backend is running" in capsys.readouterr().out

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clipascene_core import __version__
-from clipascene_core.cli import main
+from clipascene_core.cli import EXIT_INPUT, main
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--clip-model", "tiny-test", "--weights", "random", "--quiet", "--no-split",
@@ -59,7 +61,7 @@ def test_files_follow_the_umask_and_a_second_run_leaves_no_stale_cells(tmp_path,
 def test_a_rerun_keeps_an_input_image_that_lies_in_the_output_folder(tmp_path, scene_png):
     out = tmp_path / "result"
     assert sketch(scene_png, out, "--layers", "2", "--rows", "0", umask=0o022) == 0
-    mask = out / "mask.png"  # a result file of its own name, given as the next run's input
+    mask = out / "mask.png"  # a result name an unsplit run does not write, as the next input
     scene_png.rename(mask)
     assert sketch(mask, out, "--layers", "2", "--rows", "0", umask=0o022) == 0
     assert mask.is_file() and (out / "cells" / "r0_L2.svg").is_file()
@@ -76,3 +78,84 @@ def test_the_readme_first_command_sketches_the_sample_photo_shipped_here(tmp_pat
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["image"]["width"], manifest["image"]["height"]) == (451, 300)
     assert (out / "cells" / "r0_L8.svg").is_file() and (out / "grid.png").is_file()
+
+
+# --- the user's files in --out: never deleted, never overwritten; nothing outside --out -----
+
+def files_with_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "mask.png", "grid.png", "target_object.png",
+                                  "attention_background.png", "cells/r0_L2.svg"])
+def test_a_file_no_run_recorded_is_never_replaced(tmp_path, scene_png, capsys, name):
+    out = tmp_path / "result"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).write_bytes(b"the user's own " + name.encode())
+    before = files_with_bytes(out)
+    # A split run writes every one of those names.
+    assert main(["sketch", str(scene_png), "--out", str(out), *[arg for arg in QUICK if arg != "--no-split"],
+                 "--layers", "2", "--rows", "0"]) == EXIT_INPUT
+    assert f"holds {name}, which no earlier run recorded as its own" in capsys.readouterr().err
+    assert files_with_bytes(out) == before
+
+
+def test_a_run_replaces_only_what_the_earlier_run_recorded(tmp_path, scene_png):
+    out = tmp_path / "result"
+    assert sketch(scene_png, out, "--layers", "2", "--rows", "0", umask=0o022) == 0
+    # Result-like names the earlier (unsplit) run never wrote, and that this one will not.
+    (out / "mask.png").write_bytes(b"mine")
+    (out / "attention_logo.png").write_bytes(b"mine too")
+    assert sketch(scene_png, out, "--layers", "3", "--rows", "0", umask=0o022) == 0
+    assert (out / "mask.png").read_bytes() == b"mine"
+    assert (out / "attention_logo.png").read_bytes() == b"mine too"
+    assert not (out / "cells" / "r0_L2.svg").exists() and (out / "cells" / "r0_L3.svg").is_file()
+
+
+def test_an_interrupted_run_is_replaced_like_any_other(tmp_path, scene_png):
+    out = tmp_path / "result"
+    from clipascene_core.files import claim_output_folder
+
+    claim_output_folder(out, [2, 8], 2, split=False)  # as a run stopped during preprocessing
+    (out / "target_scene.png").write_bytes(b"half")
+    (out / "cells").mkdir()
+    (out / "cells" / ".r1_L8.svg.0123456789ab.part").write_bytes(b"half")
+    assert sketch(scene_png, out, "--layers", "2", "--rows", "0", umask=0o022) == 0
+    assert result_files(out) == ["attention_scene.png", "cells/r0_L2.png", "cells/r0_L2.svg",
+                                 "grid.png", "manifest.json", "target_scene.png"]
+
+
+@pytest.mark.parametrize("name", ["grid.png", "manifest.json"])
+def test_an_input_with_a_result_name_inside_out_is_never_written(tmp_path, scene_png, capsys, name):
+    out = tmp_path / "result"
+    out.mkdir()
+    photo = out / name
+    photo.write_bytes(scene_png.read_bytes())
+    assert sketch(photo, out, "--layers", "2", "--rows", "0", umask=0o022) == EXIT_INPUT
+    assert "results never overwrite an input" in capsys.readouterr().err
+    assert photo.read_bytes() == scene_png.read_bytes()
+    assert files_with_bytes(out) == {name: scene_png.read_bytes()}
+
+
+def test_batch_never_writes_outside_out(tmp_path, scene_png, capsys):
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    (inputs / "...png").write_bytes(scene_png.read_bytes())  # its stem is ".."
+    out = tmp_path / "deep" / "out"
+    code = main(["batch", str(inputs), "--out", str(out), *QUICK])
+    assert code == EXIT_INPUT
+    assert "cannot name its results folder inside --out" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["...png", "photos", "scene.png"]
+
+
+@pytest.mark.parametrize("option", [["--out", ""], ["--out", " "], ["--layers", ""],
+                                    ["--layers", ","]])
+def test_empty_out_or_layers_are_refused(tmp_path, scene_png, capsys, monkeypatch, option):
+    monkeypatch.chdir(tmp_path)
+    args = ["sketch", str(scene_png), "--out", "result", *QUICK, *option]
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    assert option[0] in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["scene.png"]

@@ -1,11 +1,17 @@
+import io
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from clipascene_core.frames import CanvasFrame
+from clipascene_core.imageheaders import jpeg_scans
 from clipascene_core.imageio import (
     MAX_ASPECT_RATIO,
     MAX_IMAGE_PIXELS,
@@ -13,6 +19,7 @@ from clipascene_core.imageio import (
     load_image,
     to_canvas_tensor,
 )
+from tests.crafted_images import scan_bomb, webp_claiming
 
 
 def png_header_only(path, width, height, depth=8, colour=0):
@@ -175,3 +182,64 @@ def test_images_load_from_bytes_with_unprefixed_messages(tmp_path):
     assert load_image(path.read_bytes()).width == 12
     with pytest.raises(ImageInputError, match="^not an image file"):
         load_image(b"plain text")
+
+
+# --- decoding budgets: scans, decoded bytes, nothing decoded beyond the header's limits ----
+
+def test_scans_are_counted_from_the_markers_not_from_marker_like_bytes():
+    # Noise makes entropy-coded data full of 0xFF bytes (stuffed as FF 00).
+    noise = Image.effect_noise((300, 200), 90).convert("RGB")
+    for progressive, scans in ((False, 1), (True, 10)):  # libjpeg's progression: 10 scans
+        buffer = io.BytesIO()
+        noise.save(buffer, "JPEG", progressive=progressive, quality=95)
+        assert buffer.getvalue().count(b"\xff\x00") > 10
+        assert jpeg_scans(buffer.getvalue()) == scans
+    assert jpeg_scans(scan_bomb(64, 64, 500)) == 506  # the 'L' progression has 6
+
+
+def test_a_scan_bomb_is_refused_before_decoding_and_at_once(tmp_path):
+    # 16 MP with 600 scans: decoding it takes ~20 s; refused from its markers.
+    bomb = scan_bomb(4000, 4000, 600)
+    assert len(bomb) < 200_000
+    started = time.monotonic()
+    with pytest.raises(ImageInputError, match="the JPEG has 606 scans, too many to decode"):
+        load_image(bomb)
+    assert time.monotonic() - started < 1.0
+    # Fewer repeats, more pixels: the budget is scans x pixels (2e9), e.g. 31 at 64 MP.
+    with pytest.raises(ImageInputError, match=r"70 scans.*at most 40 at its size"):
+        load_image(scan_bomb(7000, 7000, 64))
+    # An ordinary progressive JPEG of the same size loads.
+    assert load_image(scan_bomb(4000, 4000, 0)).width == 4000
+
+
+def test_a_webp_header_claiming_a_huge_canvas_is_refused_before_pillow_opens_it():
+    # 25 MP: 300 MB to decode, at 12 bytes a pixel.
+    with pytest.raises(ImageInputError, match="5000x5000 in RGBA takes 300 MB"):
+        load_image(webp_claiming(5000, 5000))
+
+
+MEMORY_PROBE = """
+import resource, sys
+from clipascene_core.imageio import ImageInputError, load_image
+from tests.crafted_images import flat_png
+data = flat_png(13_000, 13_000)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_image(data)
+    print("loaded")
+except ImageInputError as error:
+    print(error)
+print(len(data), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_169_megapixel_png_is_refused_without_decoding_its_pixels():
+    # 169 MP of 8-bit grey in well under a megabyte; its pixels take 169 MB once decoded.
+    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    message, numbers = result.stdout.strip().splitlines()
+    size, grown_mb = map(int, numbers.split())
+    assert "too large (13000x13000" in message
+    assert size < 1_000_000
+    assert grown_mb < 100, f"checking the PNG took {grown_mb} MB"

@@ -46,17 +46,21 @@ def test_cell_files_are_named_once(tmp_path):
                      "foreground": "cells/r3_L11.foreground.svg",
                      "background": "cells/r3_L11.background.svg"}
     assert set(OutputFolder.cell_files(0, 2, split=False)) == {"combined", "png"}
-    # What a run writes is what replacing earlier results deletes.
-    from clipascene_core.files import remove_previous_results
+    # What a run writes is what replacing earlier results deletes: those its manifest records.
+    from clipascene_core.files import claim_output_folder
 
-    for name in [*split.values(), OutputFolder.GRID, OutputFolder.MASK, OutputFolder.MANIFEST,
+    for name in [*split.values(), OutputFolder.GRID, OutputFolder.MASK,
                  OutputFolder.attention("object"), OutputFolder.target("object")]:
         folder = OutputFolder(tmp_path)
         folder.path(name).parent.mkdir(parents=True, exist_ok=True)
         folder.path(name).write_text("x")
+    (tmp_path / "manifest.json").write_text(json.dumps(Manifest(
+        layers=[11], rows=4, regions=["background", "foreground"]).to_dict()))
     (tmp_path / "photo.png").write_text("kept")
-    assert remove_previous_results(tmp_path) == 9
-    assert [path.name for path in tmp_path.rglob("*") if path.is_file()] == ["photo.png"]
+    assert claim_output_folder(tmp_path, [2], 1, split=False) == 9
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == [
+        "manifest.json", "photo.png"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["cells_done"] == 0
 
 
 def test_a_store_made_before_layouts_were_recorded_gets_them(tmp_path):

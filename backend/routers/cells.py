@@ -21,6 +21,8 @@ from ..store import JobStore
 router = APIRouter()
 
 Part = Literal["combined", "foreground", "background"]
+#: Cell files change when a draft's final cell replaces it.
+REVALIDATE = {"Cache-Control": "no-cache"}
 
 
 @router.get("/v1/jobs/{job_id}/matrix", response_model=MatrixInfo)
@@ -36,11 +38,13 @@ def matrix(job: JobDep, store: StoreDep) -> MatrixInfo:
         for column, layer in enumerate(layout.layers):
             cell = ready.get((row, layer))
             cells.append(CellInfo(row=row, column=column, layer=layer, ready=cell is not None,
+                                  draft=cell is not None and cell.draft,
                                   strokes=cell.strokes if cell else None,
                                   urls=cell_ready(job, cell).urls if cell else None))
     has_mask = folder.path(OutputFolder.MASK).is_file()
     return MatrixInfo(id=job.id, status=job.status, rows=layout.rows, layers=list(layout.layers),
-                      regions=regions, split=regions != ["scene"], cells_done=len(ready),
+                      regions=regions, split=regions != ["scene"],
+                      cells_done=sum(not cell.draft for cell in ready.values()),
                       cells_total=layout.cells_total, cells=cells,
                       mask_url=f"/v1/jobs/{job.id}/mask.png" if has_mask else None)
 
@@ -71,7 +75,8 @@ def _cell_file(store: JobStore, job_id: str, cell: CellRecord, part: str) -> Pat
             responses={200: {"content": {"image/svg+xml": {}}}})
 def cell_svg(job: JobDep, cell: CellDep, store: StoreDep, part: Part = "combined") -> Response:
     path = _cell_file(store, job.id, cell, part)
-    return Response(path.read_bytes(), media_type="image/svg+xml")
+    # A draft's file is replaced by its final cell's: clients revalidate.
+    return Response(path.read_bytes(), media_type="image/svg+xml", headers=REVALIDATE)
 
 
 @router.get("/v1/jobs/{job_id}/cells/{row}/{column}.png", response_class=Response,
@@ -80,7 +85,7 @@ async def cell_png(job: JobDep, cell: CellDep, store: StoreDep, part: Part = "co
                    size: int = Query(256, ge=16, le=2048)) -> Response:
     path = _cell_file(store, job.id, cell, part)
     data = await asyncio.to_thread(_thumbnail, path, size)
-    return Response(data, media_type="image/png")
+    return Response(data, media_type="image/png", headers=REVALIDATE)
 
 
 @router.get("/v1/jobs/{job_id}/grid.png", response_class=FileResponse)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -22,8 +24,11 @@ from ..jobs_view import cell_ready, job_info
 from ..params import JobParams, job_key
 from ..schemas import EVENTS, JobEnded, JobInfo, ProgressUpdate, Submitted
 from ..store import FINAL
+from ..watch import JobWatch
 
 EVENT_POLL_S = 0.4
+#: The parts of a submission's form.
+FORM_FIELDS = ("image", "params", "mask")
 KEEP_ALIVE_S = 15.0
 
 router = APIRouter()
@@ -38,7 +43,11 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
                      "the object mask: a PNG, JPEG or WebP of the (upright) image's size, white "
                      "or opaque where the object is; used instead of the computed one"))):
     form = await request.form()  # already read by FastAPI: the parts as sent
-    for part in ("image", "params", "mask"):
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:  # a misspelt `params` would otherwise run the default matrix (hours on a CPU)
+        raise HTTPException(400, f"the form has the unknown field {unknown[0][:40]!r}; its fields "
+                                 f"are {', '.join(FORM_FIELDS)}.")
+    for part in FORM_FIELDS:
         if len(form.getlist(part)) > 1:
             raise HTTPException(400, f"the form has {len(form.getlist(part))} '{part}' parts; "
                                      "send one.")
@@ -70,9 +79,9 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         raise HTTPException(422, f"invalid params: {problems}") from None
     except ConfigError as error:
         raise HTTPException(422, f"invalid params: {error}") from None
-    checked = await asyncio.to_thread(_check_image, data)
+    checked = await _checked(data)
     if mask_data is not None:
-        drawn = await asyncio.to_thread(_check_image, mask_data, "mask")
+        drawn = await _checked(mask_data, "mask")
         if (drawn["width"], drawn["height"]) != (checked["width"], checked["height"]):
             raise HTTPException(400, f"the mask is {drawn['width']}x{drawn['height']} pixels but "
                                      f"the image is {checked['width']}x{checked['height']}; "
@@ -140,56 +149,79 @@ def job_status(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobInfo:
 def cancel(job: JobDep, store: StoreDep, settings: SettingsDep, workers: WorkersDep,
            purge: bool = False):
     if purge:
-        # A job left 'running' by a worker that no longer runs it can go at once.
-        if job.status == "running" and any(worker.current == job.id for worker in workers):
+        # A job left 'running' by a worker that no longer runs it can go at once; one that a
+        # live worker holds, or may have just claimed (it is idle a moment longer), cannot.
+        if job.status == "running" and any(
+                worker.current == job.id or (worker.current is None and worker.is_alive())
+                for worker in workers):
             store.request_cancel(job.id)
             raise HTTPException(409, "the job is still stopping; purge it again in a moment.")
-        store.purge(job.id)
+        if not store.purge(job.id, job.status):
+            raise HTTPException(409, f"the job just went from {job.status} to another state; "
+                                     "purge it again in a moment.")
         return {"id": job.id, "purged": True}
     if job.status not in FINAL:
         job = store.request_cancel(job.id)
+        if job is None:  # purged meanwhile
+            raise HTTPException(404, "no such job: it was purged just now.")
     return job_info(store, job, settings)
 
 
 @router.get("/v1/jobs/{job_id}/events")
 async def events(job: JobDep, request: Request, store: StoreDep, settings: SettingsDep):
     job_id = job.id
+    if getattr(request.app.state, "job_watch", None) is None:
+        request.app.state.job_watch = JobWatch(partial(_read_job, store, settings), EVENT_POLL_S)
+    watch: JobWatch = request.app.state.job_watch
 
     async def stream():
         sent_progress = None
-        sent_cells = 0
-        idle = 0.0
-        while True:
-            job = await asyncio.to_thread(store.get, job_id)
-            if job is None:
-                yield _sse("failed", JobEnded(id=job_id, status="failed", error="the job was purged"))
-                return
-            cells = await asyncio.to_thread(store.cells, job_id)
-            for cell in cells[sent_cells:]:
-                idle = 0.0
-                yield _sse("cell", cell_ready(job, cell))
-            sent_cells = len(cells)
-            info = job_info(store, job, settings)
-            progress = ProgressUpdate(**info.progress.model_dump(), id=job_id, status=job.status)
-            if progress != sent_progress:
-                idle = 0.0
-                yield _sse("progress", progress)
-                sent_progress = progress
-            if job.status in FINAL:  # the status names the last event
-                yield _sse(job.status, JobEnded(id=job_id, status=job.status, error=job.error))
-                return
-            if await request.is_disconnected():
-                return
-            idle += EVENT_POLL_S
-            if idle >= KEEP_ALIVE_S:
-                # A comment line: keeps proxies and client read timeouts from closing a
-                # stream that has nothing to say while the job waits in the queue.
-                yield ": keep-alive\n\n"
-                idle = 0.0
-            await asyncio.sleep(EVENT_POLL_S)
+        sent_cells: set[tuple[int, int, bool]] = set()  # a draft, then the same cell final
+        said = time.monotonic()  # when the stream last said something
+        seen = 0
+        async with watch.watch(job_id) as snapshot:
+            while True:
+                await snapshot.after(seen, EVENT_POLL_S)
+                seen = snapshot.version
+                if snapshot.error is not None:  # the store failed this poll: say nothing
+                    pass
+                elif seen and snapshot.reading is None:
+                    yield _sse("failed", JobEnded(id=job_id, status="failed",
+                                                  error="the job was purged"))
+                    return
+                elif snapshot.reading is not None:
+                    job, cells, info = snapshot.reading
+                    for cell in cells:
+                        if (cell.row, cell.layer, cell.draft) not in sent_cells:
+                            said = time.monotonic()
+                            sent_cells.add((cell.row, cell.layer, cell.draft))
+                            yield _sse("cell", cell_ready(job, cell))
+                    progress = ProgressUpdate(**info.progress.model_dump(), id=job_id,
+                                              status=job.status)
+                    if progress != sent_progress:
+                        said = time.monotonic()
+                        yield _sse("progress", progress)
+                        sent_progress = progress
+                    if job.status in FINAL:  # the status names the last event
+                        yield _sse(job.status, JobEnded(id=job_id, status=job.status,
+                                                        error=job.error))
+                        return
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - said >= KEEP_ALIVE_S:
+                    # A comment line: keeps proxies and client read timeouts from closing a
+                    # stream that has nothing to say while the job waits in the queue.
+                    yield ": keep-alive\n\n"
+                    said = time.monotonic()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _read_job(store, settings, job_id: str):
+    """What an event stream needs of a job (read once a poll for all its streams)."""
+    job = store.get(job_id)
+    return None if job is None else (job, store.cells(job_id), job_info(store, job, settings))
 
 
 def _sse(kind: str, data: BaseModel) -> str:
@@ -198,8 +230,15 @@ def _sse(kind: str, data: BaseModel) -> str:
     return f"event: {kind}\ndata: {data.model_dump_json()}\n\n"
 
 
-#: One upload is decoded at a time, so concurrent uploads cannot add up their decoding memory.
-_DECODING = threading.Lock()
+#: Uploads are decoded one at a time, so concurrent uploads cannot add up their decoding
+#: memory, on a thread of their own: an upload waiting for its turn holds no thread that
+#: other requests need (it waits on the event loop), and each decoding is bounded by the
+#: limits `load_image` checks from the header (pixels, decoded bytes, JPEG scans).
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-check")
+
+
+async def _checked(data: bytes, what: str = "image") -> dict:
+    return await asyncio.get_running_loop().run_in_executor(_DECODER, _check_image, data, what)
 
 
 def _check_image(data: bytes, what: str = "image") -> dict:
@@ -207,8 +246,7 @@ def _check_image(data: bytes, what: str = "image") -> dict:
     integrity) -> its suffix and upright size."""
     suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
     try:
-        with _DECODING:
-            image = load_image(data)
+        image = load_image(data)
     except ImageInputError as error:
         message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
         raise HTTPException(error.http_status, message) from None

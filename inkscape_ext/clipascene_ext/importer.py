@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import math
+import random
 import re
 
 import inkex
@@ -365,21 +366,26 @@ def _adopt(svg, fragments) -> None:
     path-effect references pointing at the renamed items, and move those into the defs.
 
     Ids are set before the elements enter the tree: inkex 1.4 would otherwise silently rename
-    colliding ids on insertion (breaking url(#…) references), and inkex 1.2 only learns new ids
-    through `get_unique_id` itself.
+    colliding ids on insertion (breaking url(#…) references). They are drawn here against the
+    document's ids read once: inkex's `get_unique_id` reads them all again for every id and
+    draws from 10,000 per prefix in a small document, so it never finished once a cell had
+    more strokes (the importer allows 20,000); inkex 1.2 keeps a set of the document's ids,
+    which learns ours.
     """
-    assigned: set = set()
+    known = svg.get_ids()
+    taken = set(known)
     renamed = {}
     for fragment in fragments:
         for node in fragment.iter():
             if not isinstance(node.tag, str):
                 continue
             old_id = node.get("id")
-            new_id = svg.get_unique_id(_id_prefix(node), blacklist=assigned)
-            assigned.add(new_id)
+            new_id = _fresh_id(_id_prefix(node), taken)
             node.set("id", new_id)
             if old_id:
                 renamed[old_id] = new_id
+    if isinstance(known, set):  # inkex 1.2's own record (1.4 learns ids on insertion)
+        known |= taken
     for fragment in fragments:
         for node in fragment.iter():
             for name, (read, write) in _REFERENCES.items():
@@ -392,6 +398,16 @@ def _adopt(svg, fragments) -> None:
             node for node in fragment.iter() if node.tag in _DEFS_ITEMS]
         for item in items:
             defs.append(item)
+
+
+def _fresh_id(prefix: str, taken: set) -> str:
+    """`prefix` + 8 random hex digits, not in `taken` (which it joins): 4 billion per prefix,
+    so an id just removed (Change Abstraction) is practically never given again."""
+    while True:
+        candidate = f"{prefix}{random.getrandbits(32):08x}"
+        if candidate not in taken:
+            taken.add(candidate)
+            return candidate
 
 
 def _id_prefix(node) -> str:
