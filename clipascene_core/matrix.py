@@ -130,6 +130,9 @@ class MatrixWriter:
     def add(self, sketch: CellSketch) -> None:
         """A region's sketch of a cell is final: write it, and the cell once every region's is."""
         region, row, layer = sketch.region, sketch.row, sketch.layer
+        known = self.state.cells.get((row, layer))
+        if self.drafting and known is not None and not known.draft:
+            return  # a final cell (of a resumed run, resume.py) is never replaced by a draft
         strokes = self.image_strokes(region, sketch.points, sketch.keep, sketch.widths)
         if region == "background" and self.outline:
             # The background as the cell shows it, cut exactly at the object's outline: the

@@ -13,7 +13,8 @@ uninterrupted run would train them, so their cells come out the same:
   "lockstep" every step draws once whichever columns train, so it starts from its seed.
 
 A column that was interrupted midway is trained again from its start (its finished cells
-stay listed, and are written again, the same, when it gets there).
+stay listed, and are written again, the same, when it gets there). Drafts (`progressive`)
+never count as finished: a resumed run draws them again for the columns it trains.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def resume(plan: MatrixPlan, previous: Manifest | None) -> list[int]:
     """Leave the columns `previous` finished out of `plan`, keep all its cells in the plan's
     manifest, and set the augmentation generator as the uninterrupted run had it. Returns
     the layers left out (none when `previous` is another matrix's, or has no whole column)."""
-    if previous is None or not previous.cells or not _same_matrix(previous, plan):
+    final = [cell for cell in previous.cells if not cell.draft] if previous is not None else []
+    if not final or not _same_matrix(previous, plan):
         return []
     rows = plan.manifest.rows
     finished = {layer for layer in plan.config.layers
-                if {cell.row for cell in previous.cells if cell.layer == layer} >= set(range(rows))}
+                if {cell.row for cell in final if cell.layer == layer} >= set(range(rows))}
     state = None
     if _schedule(plan) == "column":
         # Columns run in order: only a leading run of finished columns can be skipped, up to
@@ -78,7 +80,7 @@ def resume(plan: MatrixPlan, previous: Manifest | None) -> list[int]:
     if state is not None:
         plan.bank.generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
     plan.columns = [column for column in plan.columns if column.cells[0].layer not in skipped]
-    for cell in previous.cells:
+    for cell in final:  # drafts are drawn again (progressive.py) for the columns still to train
         plan.writer.state.cells[(cell.row, cell.layer)] = cell
     plan.manifest.cells = [plan.writer.state.cells[key] for key in sorted(plan.writer.state.cells)]
     if skipped:
@@ -87,9 +89,10 @@ def resume(plan: MatrixPlan, previous: Manifest | None) -> list[int]:
 
 
 def _checkpoint(plan: MatrixPlan, cell: CellRecord) -> None:
-    """When `cell` finishes its column, save the augmentation generator's state."""
+    """When final `cell` finishes its column, save the augmentation generator's state."""
     cells = plan.writer.state.cells
-    if all((row, cell.layer) in cells for row in range(plan.manifest.rows)):
+    if not cell.draft and all((row, cell.layer) in cells and not cells[(row, cell.layer)].draft
+                              for row in range(plan.manifest.rows)):
         path = _generator_file(plan.writer.folder, cell.layer)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(plan.bank.generator.get_state().numpy().tobytes())
