@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import pytest
 from lxml import html
 from PIL import Image
 
+from clipascene_backend.store import JobStore
 from tests.backend_helpers import REPO, TINY, start_server, submit, subprocess_env, wait_for_status
 from tests.conftest import draw_scene
 
@@ -271,7 +273,7 @@ def test_upload_form_starts_a_job_whose_eta_shows_and_cancel_stops_it(browser, t
         assert counts == " · 1 running, 1 queued"
         listed = browser.wait_for("(() => { const t = document.getElementById('jobs').textContent;"
                                   " return t.includes('once it starts') && t; })()")
-        assert f"queued · about" in listed and waiting in listed
+        assert "queued · about" in listed and waiting in listed
 
         shot = browser.screenshot()
         assert shot.size == (WIDTH, HEIGHT)
@@ -311,3 +313,23 @@ def test_upload_form_shows_why_a_job_is_refused(browser, tmp_path):
         assert server.client.get("/v1/jobs").json() == []
     finally:
         server.stop()
+
+
+def test_a_draft_cell_shows_as_a_draft_until_its_final_cell_replaces_it(finished, tmp_path):
+    """A progressive run's draft (as the worker records it) is marked, with an image URL of
+    its own; once the final cell is back, the page shows it plainly."""
+    server, job_id = finished
+    store = JobStore(server.data_dir)
+    final = next(cell for cell in store.cells(job_id) if (cell.row, cell.layer) == (1, 8))
+    store.add_cell(job_id, dataclasses.replace(final, draft=True))
+    try:
+        table = rendered_dom(tmp_path, server.url + "/").xpath("//table[@class='matrix']")[0]
+        drafts = table.xpath(".//td[contains(@class, 'draft')]")
+        assert len(drafts) == 1 and "draft" in drafts[0].text_content()
+        assert drafts[0].xpath(".//img")[0].get("src") == f"/v1/jobs/{job_id}/cells/1/1.png?size=200&draft=1"
+        jobs = rendered_dom(tmp_path, server.url + "/").get_element_by_id("jobs").text_content()
+        assert "3/4 cells" in jobs  # a draft is not a finished cell
+    finally:
+        store.add_cell(job_id, final)
+    table = rendered_dom(tmp_path, server.url + "/").xpath("//table[@class='matrix']")[0]
+    assert not table.xpath(".//td[contains(@class, 'draft')]")

@@ -201,3 +201,22 @@ def test_a_copy_of_a_sketched_photo_finds_its_matrices_by_its_bytes(tmp_path):
     svg = run_effect(tmp_path, photo, ["photo"], backend, effect=effects.ChangeAbstraction, cell="0,0")
     (layer,) = find_layers(svg)
     assert layer.get("data-clipascene-job") == f"{2:016x}"
+
+
+def test_a_scripted_import_waits_for_the_final_cell_not_its_draft(monkeypatch):
+    class Drafting:
+        """A matrix whose cell (1, 0) is a draft for two polls, then final."""
+
+        polls = 0
+
+        def matrix(self, job_id):
+            self.polls += 1
+            draft = self.polls <= 2
+            return {"status": "running", "rows": 2, "layers": [8], "cells": [
+                {"row": row, "column": 0, "ready": row == 1, "draft": row == 1 and draft}
+                for row in range(2)]}
+
+    monkeypatch.setattr(effects, "POLL_S", 0)
+    backend = Drafting()
+    cell = effects.wait_for_cell(backend, "job", 1, 0)
+    assert cell["ready"] and not cell["draft"] and backend.polls == 3

@@ -263,6 +263,10 @@ class TaggingTests(unittest.TestCase):
         self.assertEqual(layer.get("inkscape:label"), "CLIPascene — Fidelity 8 · Simplicity 3")
         self.assertEqual(self.build(cell, part="foreground").get("inkscape:label"),
                          "CLIPascene — Fidelity 8 · Simplicity 3 · Foreground")
+        draft = self.build(cell, draft=True)  # a progressive run's early cell says so
+        self.assertEqual(draft.get("inkscape:label"), "CLIPascene — Fidelity 8 · Simplicity 3 (draft)")
+        self.assertEqual(draft.get("data-clipascene-draft"), "true")
+        self.assertIsNone(layer.get("data-clipascene-draft"))
         self.assertEqual(layer.get("data-clipascene-job"), "abc123")
         self.assertEqual(layer.get("data-clipascene-cell"), "3,1,combined")
         self.assertEqual(layer.get("data-clipascene-layer"), "8")

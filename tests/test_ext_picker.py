@@ -194,6 +194,7 @@ class FakeBackend:
         self.paced = paced
         self.fail_after = fail_after
         self.ready = 0
+        self.drafts = 0  # cells (in order) that have a draft while not yet final
         self.status = "queued"
         self.polls = 0
         self.png_requests: list[tuple[int, int, str]] = []
@@ -253,10 +254,12 @@ class FakeBackend:
         cells = []
         for row in range(ROWS):
             for column, layer in enumerate(LAYERS):
-                ready = row * len(LAYERS) + column < self.ready
+                final = row * len(LAYERS) + column < self.ready
+                ready = final or row * len(LAYERS) + column < self.drafts
                 counts = _stroke_counts(row, column)
                 strokes = counts if self.split else {"scene": sum(counts.values())}
                 cells.append({"row": row, "column": column, "layer": layer, "ready": ready,
+                              "draft": ready and not final,
                               "strokes": strokes if ready else None, "urls": None})
         return {"id": job_id, "status": self.status, "rows": ROWS, "layers": LAYERS,
                 "regions": ["background", "foreground"] if self.split else ["scene"],
@@ -317,7 +320,8 @@ def test_grid_has_fidelity_columns_and_simplicity_rows(picker, open_picker):
     window = open_picker(fake, poll=False)
     _show(window, fake, 0, "queued")
     grid = window.grid
-    assert [grid.get_child_at(column + 1, 0).get_text() for column in range(2)] == ["Fidelity 4", "Fidelity 8"]
+    assert [grid.get_child_at(column + 1, 0).get_text() for column in range(2)] == [
+        "Fidelity 4", "Fidelity 8"]
     assert [grid.get_child_at(0, row + 1).get_text() for row in range(3)] == [
         "Simplicity 0", "Simplicity 1", "Simplicity 2"]
     assert sorted(window.cells) == [(row, column) for row in range(3) for column in range(2)]
@@ -356,6 +360,21 @@ def test_captions_count_the_strokes_of_the_part_shown(picker, open_picker):
     assert fake.manifest_requests == 3, "the manifest is fetched when cells were added"
     assert window.details.get_text().startswith(
         "Preset preview, as auto chose (500 steps per fidelity sketch, 100 per simplicity row)")
+
+
+def test_drafts_say_so_and_their_final_cells_replace_them(picker, open_picker):
+    fake = FakeBackend()
+    fake.drafts = fake.total  # a progressive run: every cell drafted, none final yet
+    window = open_picker(fake, poll=False)
+    _show(window, fake, 0, "running")
+    assert window.cells[(0, 0)].caption.get_text() == "draft · 21 strokes"
+    assert picker.process_events(lambda: (0, 0) in _thumbnails(window), timeout=10)
+    _show(window, fake, 1, "running")  # the first final cell replaces its draft
+    assert window.cells[(0, 0)].caption.get_text() == "21 strokes"
+    assert window.cells[(0, 1)].caption.get_text().startswith("draft · ")
+    # The draft's thumbnail is fetched again, now the final cell's.
+    assert picker.process_events(lambda: fake.png_requests.count((0, 0, "combined")) == 2
+                                 and (0, 0) in _thumbnails(window), timeout=10)
 
 
 def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picker):
@@ -663,9 +682,8 @@ def test_sketch_image_starts_a_viewer_that_outlives_it(picker, display):
 def test_the_artist_picks_one_of_the_photos_matrices_newest_first(picker):
     """Several matrices of one photo: a window lists them newest first, described by their
     settings; the one clicked is opened."""
-    from gi.repository import GLib, Gtk
-
     from clipascene_ext.photojobs import choose_job
+    from gi.repository import GLib, Gtk
 
     jobs = [{"id": "older", "created": 100.0, "status": "done",
              "params": {"preset": "preview", "layers": [2], "rows": 1}, "progress": {}},

@@ -51,7 +51,7 @@ def parse_cell(text: str) -> tuple[int, int, str] | None:
 
 
 def wait_for_cell(backend: Backend, job_id: str, row: int, column: int) -> dict:
-    """Block until cell (row, column) of the job is ready; its matrix entry. Raises
+    """Block until cell (row, column) of the job is final (not a draft); its matrix entry. Raises
     AbortExtension when the job fails, is cancelled, or has no such cell."""
     while True:
         matrix = backend.matrix(job_id)
@@ -61,7 +61,7 @@ def wait_for_cell(backend: Backend, job_id: str, row: int, column: int) -> dict:
             raise inkex.AbortExtension(
                 f"the matrix has {matrix['rows']} rows and {len(matrix['layers'])} columns; "
                 f"there is no cell {row},{column}.")
-        if cell["ready"]:
+        if cell["ready"] and not cell.get("draft"):  # a draft is replaced by the final cell
             return cell
         if matrix["status"] in ("failed", "cancelled"):
             job = backend.job(job_id)
@@ -104,13 +104,18 @@ def _import_cell(backend: Backend, job_id: str, chosen: tuple[int, int, str], tr
     """The chosen cell of the job as a detached layer (see importer.build_layer)."""
     row, column, part = chosen
     try:
+        # The matrix first: a draft read here may be final by the time the file is fetched,
+        # never the other way round (a final cell is never replaced by a draft).
+        matrix = backend.matrix(job_id)
         cell_svg = backend.cell_svg(job_id, row, column, part)
-        layer_number = backend.matrix(job_id)["layers"][column]
     except BackendError as error:
         raise inkex.AbortExtension(str(error)) from None
+    entry = next((cell for cell in matrix["cells"] if (cell["row"], cell["column"]) == (row, column)),
+                 {})
     return build_layer(cell_svg, transform, job_id=job_id, row=row, column=column,
-                       layer=layer_number, part=part, image_id=image_id, clip_rect=clip_rect,
-                       clip=clip, style=style, pixels=pixels)
+                       layer=matrix["layers"][column], part=part, image_id=image_id,
+                       clip_rect=clip_rect, clip=clip, style=style, pixels=pixels,
+                       draft=bool(entry.get("draft")))
 
 
 def _pixels(style: StrokeStyle, data: bytes):

@@ -51,7 +51,7 @@ _PATH_TOKENS = re.compile(r"\s*(?:([MmCcLlZz])|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][
 
 def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row: int, column: int,
                 layer: int, part: str, image_id: str, clip_rect=None, clip: bool | None = None,
-                style: StrokeStyle | None = None, pixels=None) -> inkex.Layer:
+                style: StrokeStyle | None = None, pixels=None, draft: bool = False) -> inkex.Layer:
     """An Inkscape layer holding the cell's strokes, placed by `transform`.
 
     `cell_svg`: the backend's cell (viewBox 0 0 W H in bitmap px; groups `background` and/or
@@ -60,6 +60,8 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
     clips the region groups to it, False never, None (the default) only when it is smaller than
     the bitmap (preserveAspectRatio slice). `style`: how the strokes are drawn (black, the
     cell's widths by default); `pixels` (photo.Pixels) when it samples colours from the photo.
+    `draft`: the cell is a progressive run's draft: its layer's name says so (and it is tagged
+    `data-clipascene-draft`), until Import Sketch on it swaps in the final cell.
 
     The layer is tagged `data-clipascene-job`, `-cell` ("ROW,COLUMN,PART"), `-layer` (the CLIP
     layer number of the fidelity column), `-image` (the image's id) and `-style`. It is
@@ -67,7 +69,9 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
     """
     cell = _parse_cell(cell_svg)
     style = style or StrokeStyle()
-    result = inkex.Layer.new(LAYER_LABEL.format(cell=cell_name(layer, row, part)))
+    result = inkex.Layer.new(LAYER_LABEL.format(cell=cell_name(layer, row, part, draft)))
+    if draft:
+        result.set("data-clipascene-draft", "true")
     result.set("data-clipascene-job", str(job_id))
     result.set("data-clipascene-cell", f"{int(row)},{int(column)},{part}")
     result.set("data-clipascene-layer", str(layer))

@@ -215,8 +215,12 @@ class PickerWindow(Window):
         self._split = bool(matrix.get("split"))
         for part in ("foreground", "background"):
             self.region_buttons[part].set_sensitive(self._split)
-        self._ready = {(cell["row"], cell["column"]): cell
-                       for cell in matrix["cells"] if cell.get("ready")}
+        ready = {(cell["row"], cell["column"]): cell for cell in matrix["cells"] if cell.get("ready")}
+        for place, cell in ready.items():
+            before = self._ready.get(place)
+            if before is not None and bool(before.get("draft")) != bool(cell.get("draft")):
+                self._forget_images(*place)  # the final cell replaced its draft
+        self._ready = ready
         self._job_notices = list(job.get("notices") or [])
         self._outcome = ""
         if self._status == "failed":
@@ -237,6 +241,13 @@ class PickerWindow(Window):
             self._requests.put(("mask",))
         if new_layout:
             self._fit_window()  # once captions and notices take their room
+
+    def _forget_images(self, row: int, column: int) -> None:
+        """Drop a cell's thumbnails and previews (every part), so they are fetched again."""
+        for store in (self._thumbnails, self._previews):
+            for key in [key for key in store if key[:2] == (row, column)]:
+                del store[key]
+        self._requested -= {request for request in self._requested if request[1:3] == (row, column)}
 
     def apply_thumbnail(self, row: int, column: int, part: str, png: bytes | GdkPixbuf.Pixbuf) -> None:
         """Keep a cell's thumbnail (PNG bytes or a decoded pixbuf) and show it if it is in view."""
@@ -767,7 +778,8 @@ def _caption(info: dict | None, part: str, status: str) -> str:
         return {"queued": "waiting", "running": "sketching…"}.get(status, "not sketched")
     strokes = info.get("strokes") or {}
     count = sum(strokes.values()) if part == "combined" else strokes.get(part)
-    return "ready" if count is None else f"{count} strokes"
+    text = "ready" if count is None else f"{count} strokes"
+    return f"draft · {text}" if info.get("draft") else text
 
 
 def _duration(seconds: float) -> str:

@@ -18,7 +18,9 @@ def simplicity(row: int) -> str:
     return f"Simplicity {int(row)}"
 
 
-def cell_name(layer: int, row: int, part: str = "combined") -> str:
-    """E.g. "Fidelity 8 · Simplicity 1", and " · Foreground" for one region alone."""
+def cell_name(layer: int, row: int, part: str = "combined", draft: bool = False) -> str:
+    """E.g. "Fidelity 8 · Simplicity 1", " · Foreground" for one region alone, and " (draft)"
+    for a draft (a progressive run's early cell, before its final one)."""
     name = f"{fidelity(layer)} · {simplicity(row)}"
-    return name + (f" · {PART_NAMES[part]}" if part in PART_NAMES else "")
+    name += f" · {PART_NAMES[part]}" if part in PART_NAMES else ""
+    return name + (" (draft)" if draft else "")
