@@ -895,6 +895,27 @@ def test_finished_matrix_screenshot(picker, open_picker):
         shot.savev(str(SCREENSHOT), "png", [], [])
 
 
+def test_drafts_screenshot(picker, open_picker):
+    """A progressive run on a CPU: every cell drafted, three of them final already."""
+    from gi.repository import Gdk
+
+    fake = FakeBackend(split=True)
+    fake.drafts = fake.total
+    fake.stage, fake.fraction = "simplicity", 0.35
+    window = open_picker(fake, poll=False, title="CLIPascene — harbour.jpg")
+    _show(window, fake, 3, "running")
+    assert picker.process_events(lambda: len(_thumbnails(window)) == 6, timeout=5)
+    captions = [window.cells[(row, column)].caption.get_text() for row in range(3) for column in range(2)]
+    assert sum(caption.startswith("draft · ") for caption in captions) == 3
+    started = time.monotonic()
+    picker.process_events(lambda: time.monotonic() - started > 0.4, timeout=1)  # let it draw
+    surface = window.window.get_window()
+    shot = Gdk.pixbuf_get_from_window(surface, 0, 0, surface.get_width(), surface.get_height())
+    assert shot is not None and shot.get_width() >= 400
+    if os.environ.get("CLIPASCENE_SAVE_SCREENSHOTS") == "1":
+        shot.savev(str(SCREENSHOT.with_name("picker-drafts.png")), "png", [], [])
+
+
 # --- Debian's python3 and Inkscape 1.2's inkex -------------------------------------------------------
 
 SMOKE_TEST = '''
