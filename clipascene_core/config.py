@@ -143,7 +143,7 @@ class SketchConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose auto, lockstep or column.")
         if self.renderer not in RENDERERS:
             raise ConfigError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}.")
-        from .render import get_renderer
+        from .sketch.render import get_renderer
 
         get_renderer(self.renderer)  # diffvg asked for but not importable: say so now
         return self

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipascene_core.cli import EXIT_INPUT, EXIT_WEIGHTS, main
-from clipascene_core.frames import CanvasFrame
-from clipascene_core.strokes import read_svg
+from clipascene_core.cli.commands import EXIT_INPUT, EXIT_WEIGHTS, main
+from clipascene_core.io.frames import CanvasFrame
+from clipascene_core.sketch.strokes import read_svg
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
 

@@ -41,7 +41,7 @@ def png_uri(image: Image.Image) -> str:
 
 
 def cell_svg(width: int, height: int) -> bytes:
-    from clipascene_core.strokes import StrokeSet, svg_document
+    from clipascene_core.sketch.strokes import StrokeSet, svg_document
 
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 1, (6, 4, 2)) * (width, height)

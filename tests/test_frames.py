@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipascene_core.frames import Affine2D, CanvasFrame
+from clipascene_core.io.frames import Affine2D, CanvasFrame
 
 RNG = np.random.default_rng(0)
 

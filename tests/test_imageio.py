@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipascene_core.frames import CanvasFrame
-from clipascene_core.imageheaders import jpeg_scans
-from clipascene_core.imageio import (
+from clipascene_core.io.frames import CanvasFrame
+from clipascene_core.io.imageheaders import jpeg_scans
+from clipascene_core.io.images import (
     MAX_ASPECT_RATIO,
     MAX_IMAGE_PIXELS,
     ImageInputError,
@@ -220,7 +220,7 @@ def test_a_webp_header_claiming_a_huge_canvas_is_refused_before_pillow_opens_it(
 
 MEMORY_PROBE = """
 import resource, sys
-from clipascene_core.imageio import ImageInputError, load_image
+from clipascene_core.io.images import ImageInputError, load_image
 from tests.crafted_images import flat_png
 data = flat_png(13_000, 13_000)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from clipascene_backend.params import JobParams
-from clipascene_core.cli import build_parser, config_from_args
+from clipascene_core.cli.commands import build_parser, config_from_args
 from clipascene_core.config import ConfigError, make_config
 from clipascene_core.options import OPTIONS, config_from_options, parse_layers
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipascene_core.frames import Affine2D, CanvasFrame
-from clipascene_core.imageio import InputImage
-from clipascene_core.preprocess import (
+from clipascene_core.io.frames import Affine2D, CanvasFrame
+from clipascene_core.io.images import InputImage
+from clipascene_core.scene.split import (
     NO_OBJECT_NOTICE,
     InpaintingModel,
     MaskInputError,

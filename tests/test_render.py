@@ -1,4 +1,4 @@
-"""Tests of the differentiable stroke renderer (clipascene_core.render).
+"""Tests of the differentiable stroke renderer (clipascene_core.sketch.render).
 
 Reference images come from cairo (round caps and joins) at 8x resolution, box-downsampled:
 the ground truth for box-filtered anti-aliasing that docs/renderer.md measured against.
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipascene_core import render
 from clipascene_core.config import ConfigError
-from clipascene_core.render import (
+from clipascene_core.sketch import render
+from clipascene_core.sketch.render import (
     available_backends,
     bezier_samples,
     get_renderer,
@@ -204,7 +204,7 @@ def test_missing_diffvg_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path, 
     with pytest.raises(ConfigError, match="pydiffvg"):
         get_renderer("diffvg")
     # Asked for on the command line: one line, exit 2, nothing written.
-    from clipascene_core.cli import main
+    from clipascene_core.cli.commands import main
 
     assert main(["sketch", "missing.png", "--out", str(tmp_path / "out"), "--renderer", "diffvg"]) == 2
     assert not (tmp_path / "out").exists()

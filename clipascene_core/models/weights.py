@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import models_dir
+from ..paths import models_dir
 
 
 @dataclass(frozen=True)

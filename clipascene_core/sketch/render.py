@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 
 #: Width in pixels of the smoothstep ramp that anti-aliases stroke edges.
 FILTER_WIDTH = 1.25

@@ -14,22 +14,22 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cli import EXIT_CANCELLED, _check_out, config_from_args, device_from_args
-from .cluster import (
+from ..config import ConfigError, SketchConfig, config_dict
+from ..io.images import ImageInputError, load_image
+from ..io.outputs import claim_output_folder
+from ..io.records import MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
+from ..models.clip import WeightsError, default_threads, load_clip
+from ..scene.cluster import (
     ClusterError,
     RemoteMatrix,
     config_device,
     connect,
     default_gpus,
 )
-from .config import ConfigError, SketchConfig, config_dict
-from .engine import Cancelled
-from .files import claim_output_folder
-from .imageio import ImageInputError, load_image
-from .matrix import sketch_matrix
-from .models import WeightsError, default_threads, load_clip
-from .preprocess import MaskInputError
-from .records import MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
+from ..scene.matrix import sketch_matrix
+from ..scene.split import MaskInputError
+from ..sketch.engine import Cancelled
+from .commands import EXIT_CANCELLED, _check_out, config_from_args, device_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Matrices in flight on a cluster at once (Ray queues what does not fit its resources).

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.clip import ClipEncoder
 from .augment import apply_grids
 from .losses import layer_loss
-from .models import ClipEncoder
 from .render import Renderer, bezier_samples, get_renderer
 from .targets import TargetBank
 

@@ -8,14 +8,17 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, doctor, inkscape, model_manager
-from .config import RENDERERS, ConfigError
-from .errors import UserError
-from .imageio import load_image
-from .models import WeightsError, add_model_arguments, default_threads, load_clip, resolve_device
-from .options import add_arguments as add_option_arguments
-from .options import config_from_options
-from .preprocess import load_user_mask
+from .. import __version__
+from ..config import RENDERERS, ConfigError
+from ..errors import UserError
+from ..io.images import load_image
+from ..models.clip import WeightsError, add_model_arguments, default_threads, load_clip, resolve_device
+from ..options import add_arguments as add_option_arguments
+from ..options import config_from_options
+from ..scene.split import load_user_mask
+from . import doctor
+from . import inkscape_install as inkscape
+from . import models_command as model_manager
 
 logger = logging.getLogger("clipascene")
 
@@ -96,10 +99,10 @@ def config_from_args(args: argparse.Namespace, device_type: str):
 def run_sketch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .engine import Cancelled
-    from .files import claim_output_folder
-    from .matrix import sketch_matrix
-    from .records import MatrixEvent, NoticeEvent, ProgressEvent
+    from ..io.outputs import claim_output_folder
+    from ..io.records import MatrixEvent, NoticeEvent, ProgressEvent
+    from ..scene.matrix import sketch_matrix
+    from ..sketch.engine import Cancelled
 
     device = device_from_args(args)
     config = config_from_args(args, device.type)

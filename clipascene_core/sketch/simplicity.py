@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import SketchConfig
+from ..config import SketchConfig
 from .engine import LayerLosses, Settled, Task, TaskResult, strokes_on_canvas
 from .fidelity import (
     FidelityResult,
@@ -37,7 +37,7 @@ from .fidelity import (
 )
 from .keep import choose_kept, gumbel_keep, kept_widths
 from .losses import gradnorm_factors, set_gradients
-from .networks import LocationMLP, SimplifyMLP
+from .mlps import LocationMLP, SimplifyMLP
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
+from ..models.clip import ClipEncoder
 from .augment import apply_grids, sample_transforms, sampling_grid
-from .models import ClipEncoder
 
 
 class TargetBank:

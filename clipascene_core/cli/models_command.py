@@ -6,18 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import netcheck
-from .downloads import DownloadError, download, verify
-from .models import (
+from ..models import netcheck
+from ..models.clip import (
     DEFAULT_CLIP_MODEL,
     WeightsError,
     clip_weights_present,
     load_clip,
     resolve_device,
 )
-from .paths import models_dir
-from .precision import PrecisionChoice, planned_choice
-from .registry import WEIGHTS
+from ..models.downloads import DownloadError, download, verify
+from ..models.precision import PrecisionChoice, planned_choice
+from ..models.weights import WEIGHTS
+from ..paths import models_dir
 
 CLIP_NAME = "clip"
 

@@ -15,7 +15,7 @@ import torch
 from lxml import etree
 from PIL import Image
 
-from .files import atomic_write_png, atomic_write_text
+from ..io.outputs import atomic_write_png, atomic_write_text
 
 SVG_NS = "http://www.w3.org/2000/svg"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

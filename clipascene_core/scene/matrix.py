@@ -20,20 +20,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from . import __version__
-from .column import ColumnChain
-from .compose import cut_strokes
-from .config import SketchConfig, config_dict, region_label, step_counts
-from .engine import CellSketch, Engine, Progress
-from .fidelity import loss_terms
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_png
-from .frames import Affine2D, CanvasFrame
-from .imageio import InputImage, load_image, to_canvas_tensor
-from .init import initialise_strokes, saliency_map
-from .models import ClipEncoder
-from .progressive import DRAFT_FRACTION, draft_columns, draft_config, run_drafts, wants_drafts
-from .progressive import steps as draft_steps
-from .records import (
+from .. import __version__
+from ..config import SketchConfig, config_dict, region_label, step_counts
+from ..io.frames import Affine2D, CanvasFrame
+from ..io.images import InputImage, load_image, to_canvas_tensor
+from ..io.outputs import atomic_write_bytes, atomic_write_json, atomic_write_png
+from ..io.records import (
     CellEvent,
     CellRecord,
     Manifest,
@@ -43,8 +35,16 @@ from .records import (
     ProgressEvent,
     StageEvent,
 )
-from .strokes import StrokeSet, svg_document
-from .targets import TargetBank
+from ..models.clip import ClipEncoder
+from ..sketch.column import ColumnChain
+from ..sketch.engine import CellSketch, Engine, Progress
+from ..sketch.fidelity import loss_terms
+from ..sketch.progressive import DRAFT_FRACTION, draft_columns, draft_config, run_drafts, wants_drafts
+from ..sketch.progressive import steps as draft_steps
+from ..sketch.seeding import initialise_strokes, saliency_map
+from ..sketch.strokes import StrokeSet, svg_document
+from ..sketch.targets import TargetBank
+from .compose import cut_strokes
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def plan_regions(source: InputImage, config: SketchConfig, device: torch.device,
         scene = RegionPlan("scene", target, frame.canvas_to_image, frame.scale)
         return {"scene": scene}, None, {"split": False}
     from .compose import mask_outline
-    from .preprocess import background_target, foreground_target, split_scene
+    from .split import background_target, foreground_target, split_scene
 
     split = split_scene(source, models_dir=models_dir, user_mask=user_mask, device=device)
     notices.extend(split.notices)

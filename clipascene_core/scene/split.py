@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from ..errors import UserError
+from ..io.frames import Affine2D, CanvasFrame
+from ..io.images import InputImage, square_crop_tensor, to_canvas_tensor
+from ..models.weights import LAMA, U2NET, WeightsFile
 from .fallbacks import check_mask, fallback_inpaint, fallback_mask
-from .frames import Affine2D, CanvasFrame
-from .imageio import InputImage, square_crop_tensor, to_canvas_tensor
-from .registry import LAMA, U2NET, WeightsFile
 
 logger = logging.getLogger(__name__)
 Model = TypeVar("Model")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SketchConfig
+from ..config import SketchConfig
 
 #: Version of manifest.json's layout: 2 added `preset`, per-layer losses, expected stroke
 #: counts, `pieces` beside `strokes`, `model.precision` and this field.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import SketchConfig
+from ..config import SketchConfig
 from .engine import Settled
 from .fidelity import FidelityCell, FidelityResult, FidelityTask, by_layer
 from .simplicity import SimplicityColumn

@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 import torch
 
+from ..config import SketchConfig
+from ..models.clip import ClipEncoder
 from .column import ColumnChain
-from .config import SketchConfig
 from .engine import CellSketch, Engine
-from .models import ClipEncoder
 from .targets import TargetBank
 
 #: A draft cell's share of its final cell's training steps.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .strokes import StrokeSet
+from ..sketch.strokes import StrokeSet
 
 #: Simplification tolerance of `mask_outline`, in mask pixels: the simplified polygon stays
 #: within this of the pixel boundary. Just above the 0.71 px by which the corners of a 45-degree

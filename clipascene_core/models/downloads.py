@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .registry import WeightsFile
+from .weights import WeightsFile
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from ..errors import UserError
 from .frames import CanvasFrame
 from .imageheaders import jpeg_scans, webp_size
 

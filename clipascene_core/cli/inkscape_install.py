@@ -22,8 +22,8 @@ import zipfile
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 
 #: The folder the extension gets inside Inkscape's extensions folder.
 FOLDER = "clipascene"

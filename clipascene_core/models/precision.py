@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import data_dir
+from ..paths import data_dir
 
 logger = logging.getLogger(__name__)
 

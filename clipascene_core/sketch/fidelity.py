@@ -16,11 +16,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .config import SketchConfig
+from ..config import SketchConfig
+from ..models.clip import ClipEncoder
 from .engine import Engine, LayerLosses, Progress, Settled, Task, TaskResult, strokes_on_canvas
 from .losses import gradnorm_factors, set_gradients
-from .models import ClipEncoder
-from .networks import LocationMLP
+from .mlps import LocationMLP
 from .targets import TargetBank
 
 logger = logging.getLogger(__name__)

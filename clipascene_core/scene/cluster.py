@@ -21,10 +21,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .config import SketchConfig
-from .engine import Cancelled
-from .files import atomic_write_bytes
-from .records import CellEvent, CellRecord, Manifest, MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
+from ..config import SketchConfig
+from ..io.outputs import atomic_write_bytes
+from ..io.records import (
+    CellEvent,
+    CellRecord,
+    Manifest,
+    MatrixEvent,
+    NoticeEvent,
+    OutputFolder,
+    ProgressEvent,
+)
+from ..sketch.engine import Cancelled
 
 #: A matrix whose Ray worker died is run again this many times, then it fails.
 MAX_RETRIES = 2
@@ -92,7 +100,7 @@ _ENCODERS: dict = {}
 
 def _encoder(clip_model: str, weights: str, models_dir: str | None, precision: str, device: str):
     """CLIP, loaded once per worker process (Ray reuses processes for CPU tasks)."""
-    from .models import load_clip
+    from ..models.clip import load_clip
 
     key = (clip_model, weights, models_dir, precision, device)
     if key not in _ENCODERS:
@@ -123,7 +131,7 @@ def remote_matrix(image: bytes, mask: tuple[bytes, str] | None, config: SketchCo
     ("done", manifest, files); an error is raised as it is."""
     import ray
 
-    from .imageio import load_image
+    from ..io.images import load_image
     from .matrix import sketch_matrix
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"

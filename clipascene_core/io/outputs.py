@@ -64,7 +64,7 @@ def claim_output_folder(folder: str | Path, layers, rows: int, split: bool,
     a user's mask.png or grid.png) or over an input. Then writes a manifest claiming the
     folder for this run, so that a run interrupted before its first cell is replaced by the
     next one, as any other."""
-    from .config import ConfigError
+    from ..config import ConfigError
     from .records import Manifest, OutputFolder
 
     root = Path(folder)

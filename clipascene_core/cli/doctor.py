@@ -23,12 +23,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import __version__, inkscape
-from .downloads import verify
-from .models import DEFAULT_CLIP_MODEL, clip_weights_present
-from .paths import data_dir, models_dir
-from .precision import PrecisionChoice, cpu_model, planned_choice
-from .registry import WEIGHTS
+from .. import __version__
+from ..models.clip import DEFAULT_CLIP_MODEL, clip_weights_present
+from ..models.downloads import verify
+from ..models.precision import PrecisionChoice, cpu_model, planned_choice
+from ..models.weights import WEIGHTS
+from ..paths import data_dir, models_dir
+from . import inkscape_install as inkscape
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+from ..paths import models_dir
 from . import netcheck
-from .errors import UserError
-from .paths import models_dir
 from .precision import PRECISIONS, PrecisionChoice, choose_precision, measure
 
 logger = logging.getLogger(__name__)
