@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipascene_core.cli.commands import EXIT_INPUT, EXIT_WEIGHTS, main
+from clipascene_core.cli.args import EXIT_INPUT, EXIT_WEIGHTS
+from clipascene_core.cli.commands import main
 from clipascene_core.io.frames import CanvasFrame
 from clipascene_core.sketch.strokes import read_svg
 

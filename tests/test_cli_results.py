@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from clipascene_core import __version__
-from clipascene_core.cli.commands import EXIT_INPUT, main
+from clipascene_core.cli.args import EXIT_INPUT
+from clipascene_core.cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--clip-model", "tiny-test", "--weights", "random", "--quiet", "--no-split",

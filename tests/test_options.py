@@ -10,9 +10,10 @@ import pytest
 from lxml import etree
 
 from clipascene_backend.params import JobParams
-from clipascene_core.cli.commands import build_parser, config_from_args
-from clipascene_core.config import ConfigError, make_config
-from clipascene_core.options import OPTIONS, config_from_options, parse_layers
+from clipascene_core.cli.args import config_from_args
+from clipascene_core.cli.commands import build_parser
+from clipascene_core.config import ConfigError, config_from_options, make_config
+from clipascene_core.options import OPTIONS, parse_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 INX = ROOT / "inkscape_ext" / "clipascene_sketch.inx"

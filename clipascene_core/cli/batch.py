@@ -29,7 +29,7 @@ from ..scene.cluster import (
 from ..scene.matrix import sketch_matrix
 from ..scene.split import MaskInputError
 from ..sketch.engine import Cancelled
-from .commands import EXIT_CANCELLED, _check_out, config_from_args, device_from_args
+from .args import EXIT_CANCELLED, check_out, config_from_args, device_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Matrices in flight on a cluster at once (Ray queues what does not fit its resources).
@@ -112,7 +112,7 @@ class BatchProgress:
 
 def run_batch(args: argparse.Namespace) -> int:
     images = find_images(args.inputs)
-    _check_out(args.out)
+    check_out(args.out)
     if args.gpus_per_job is not None and (args.ray is None or args.gpus_per_job < 0):
         raise ConfigError("--gpus-per-job is a number of GPUs, 0 or more, and goes with --ray.")
     if args.ray is not None:

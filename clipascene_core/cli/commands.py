@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-from .. import __version__
-from ..config import RENDERERS, ConfigError
+from ..config import ConfigError
 from ..errors import UserError
 from ..io.images import load_image
-from ..models.clip import WeightsError, add_model_arguments, default_threads, load_clip, resolve_device
-from ..options import add_arguments as add_option_arguments
-from ..options import config_from_options
+from ..models.clip import WeightsError, default_threads, load_clip
 from ..scene.split import load_user_mask
-from . import doctor
-from . import inkscape_install as inkscape
-from . import models_command as model_manager
+from ..version import __version__
+from . import doctor, inkscape_install, models_command
+from .args import (
+    EXIT_CANCELLED,
+    EXIT_INPUT,
+    EXIT_WEIGHTS,
+    add_matrix_options,
+    check_out,
+    config_from_args,
+    device_from_args,
+    out_folder,
+)
 
 logger = logging.getLogger("clipascene")
-
-EXIT_INPUT = 2
-EXIT_WEIGHTS = 3
-EXIT_CANCELLED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,45 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --ray: GPUs per matrix (0.25 packs four on a GPU; default 1 "
                             "where the cluster has GPUs, else 0)")
     add_matrix_options(batch)
-    for module in (model_manager, inkscape, doctor):
+    for module in (models_command, inkscape_install, doctor):
         module.add_commands(commands)
     return parser
-
-
-def out_folder(text: str) -> Path:
-    """--out: a folder name (an empty one would mean the current folder unasked)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("give a folder name (\".\" for the current folder)")
-    return Path(text)
-
-
-def add_matrix_options(command: argparse.ArgumentParser) -> None:
-    """The options of a matrix, shared by `sketch` and `batch`."""
-    add_option_arguments(command)  # the table of user options (clipascene_core/options.py)
-    command.add_argument("--models-dir", type=Path, default=None,
-                         help="folder holding u2net.onnx and big-lama.pt (default: the data folder)")
-    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    command.add_argument("--renderer", choices=RENDERERS, default="torch",
-                         help="differentiable rasteriser: torch (built in) or diffvg (if installed)")
-    add_model_arguments(command)
-    command.add_argument("--progressive", action=argparse.BooleanOptionalAction, default=None,
-                         help="a quick draft of every cell first, then the final cells (default: "
-                              "on a CPU, off on a GPU)")
-    command.add_argument("--quiet", action="store_true", help="no progress bar")
-    command.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
-
-
-def device_from_args(args: argparse.Namespace):
-    try:
-        return resolve_device(args.device)
-    except RuntimeError as error:  # a device this machine lacks: a parameter error
-        raise ConfigError(str(error)) from None
-
-
-def config_from_args(args: argparse.Namespace, device_type: str):
-    """The matrix's configuration from the options, for a device of `device_type`."""
-    return config_from_options(vars(args), device_type, renderer=args.renderer,
-                               progressive=getattr(args, "progressive", None))
 
 
 def run_sketch(args: argparse.Namespace) -> int:
@@ -111,7 +76,7 @@ def run_sketch(args: argparse.Namespace) -> int:
         if not args.mask.is_file():
             raise ConfigError(f"--mask {args.mask}: no such file.")
         load_user_mask(args.mask, image.pixels.size, (image.width, image.height))
-    _check_out(args.out)
+    check_out(args.out)
     default_threads()
     encoder = load_clip(args.clip_model, args.weights, device, precision=args.precision)
     # A run into the folder of an earlier one replaces its results (no stale cells stay
@@ -148,19 +113,6 @@ def run_sketch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(out: Path) -> None:
-    """Refuse, before anything is written, an --out that cannot hold the results."""
-    existing = out.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing == out.absolute() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder.")
-    if not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, so no folder can be made under it.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: the folder {existing} is not writable.")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_batch(args)
         if args.command in ("models", "inkscape", "doctor"):
-            runs = {"models": model_manager.run, "inkscape": inkscape.run, "doctor": doctor.run}
+            runs = {"models": models_command.run, "inkscape": inkscape_install.run, "doctor": doctor.run}
             return runs[args.command](args)
     except UserError as error:  # the image, the options, the mask, weights not installed
         print(f"clipascene: {error}", file=sys.stderr)

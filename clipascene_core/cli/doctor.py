@@ -23,13 +23,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .. import __version__
 from ..models.clip import DEFAULT_CLIP_MODEL, clip_weights_present
 from ..models.downloads import verify
 from ..models.precision import PrecisionChoice, cpu_model, planned_choice
 from ..models.weights import WEIGHTS
 from ..paths import data_dir, models_dir
-from . import inkscape_install as inkscape
+from ..version import __version__
+from . import inkscape_install
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 
@@ -123,11 +123,11 @@ def inkscape_report(profile: Path | None = None) -> dict:
         except (OSError, subprocess.TimeoutExpired):
             pass
         report["python"] = _inkscape_python(Path(found))
-    extensions = inkscape.extensions_dir(profile)
+    extensions = inkscape_install.extensions_dir(profile)
     report["extensions_dir"] = str(extensions) if extensions else None
-    version = inkscape.installed_version(extensions) if extensions else None
+    version = inkscape_install.installed_version(extensions) if extensions else None
     report["extension"] = {"installed": version is not None, "version": version,
-                           "path": str(extensions / inkscape.FOLDER) if version else None}
+                           "path": str(extensions / inkscape_install.FOLDER) if version else None}
     return report
 
 

@@ -22,8 +22,8 @@ import zipfile
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
 from ..errors import UserError
+from ..version import __version__
 
 #: The folder the extension gets inside Inkscape's extensions folder.
 FOLDER = "clipascene"

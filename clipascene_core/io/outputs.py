@@ -9,6 +9,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from .records import Manifest, OutputFolder
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename.
@@ -64,9 +67,6 @@ def claim_output_folder(folder: str | Path, layers, rows: int, split: bool,
     a user's mask.png or grid.png) or over an input. Then writes a manifest claiming the
     folder for this run, so that a run interrupted before its first cell is replaced by the
     next one, as any other."""
-    from ..config import ConfigError
-    from .records import Manifest, OutputFolder
-
     root = Path(folder)
     sources = {path.resolve() for path in inputs}
     planned = _layout_files(layers, rows, split, ["background", "foreground"] if split else ["scene"])
@@ -107,8 +107,6 @@ def _owner_name(name: str) -> str:
 
 def _layout_files(layers, rows: int, split: bool, regions) -> set[str]:
     """The names a run of `rows` x `layers` cells over `regions` (labels) writes."""
-    from .records import OutputFolder
-
     names = {OutputFolder.MANIFEST, OutputFolder.GRID} | ({OutputFolder.MASK} if split else set())
     for label in regions:
         region = "object" if label == "foreground" else label
@@ -122,8 +120,6 @@ def _layout_files(layers, rows: int, split: bool, regions) -> set[str]:
 def _recorded_files(root: Path) -> set[str]:
     """The files an earlier run in `root` recorded as its own, by its manifest: the names
     its matrix's layout gives (a cell written just before an interruption included)."""
-    from .records import OutputFolder
-
     folder = OutputFolder(root)
     try:  # the kind as written: a JSON file of other keys is not taken for a run's manifest
         kind = json.loads(folder.path(OutputFolder.MANIFEST).read_text()).get("kind")

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .. import __version__
 from ..config import SketchConfig, config_dict, region_label, step_counts
 from ..io.frames import Affine2D, CanvasFrame
 from ..io.images import InputImage, load_image, to_canvas_tensor
@@ -44,6 +43,7 @@ from ..sketch.progressive import steps as draft_steps
 from ..sketch.seeding import initialise_strokes, saliency_map
 from ..sketch.strokes import StrokeSet, svg_document
 from ..sketch.targets import TargetBank
+from ..version import __version__
 from .compose import cut_strokes
 
 logger = logging.getLogger(__name__)

@@ -28,14 +28,12 @@ How the pure-PyTorch renderer works (measurements in ``docs/renderer.md``):
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 from collections.abc import Callable
 
 import torch
 
-from ..config import ConfigError
+from ..config import check_renderer
 
 #: Width in pixels of the smoothstep ramp that anti-aliases stroke edges.
 FILTER_WIDTH = 1.25
@@ -432,34 +430,11 @@ def _render_diffvg(
     return torch.stack(pages).to(device=points.device, dtype=points.dtype)
 
 
-@functools.cache
-def _diffvg_importable() -> bool:
-    try:
-        importlib.import_module("pydiffvg")
-    except Exception:  # a broken build fails in many ways; all mean "not usable"
-        return False
-    return True
-
-
-def available_backends() -> list[str]:
-    """Renderer names usable here: always "torch", plus "diffvg" when `import pydiffvg` works."""
-    return ["torch", "diffvg"] if _diffvg_importable() else ["torch"]
-
-
 def get_renderer(name: str = "torch") -> Renderer:
     """A callable with `render_strokes`' signature and semantics.
 
     name: "torch" (the built-in renderer, the default) or "diffvg" (only when asked for, and
     only where `import pydiffvg` works; otherwise a ConfigError says how to get it).
     """
-    if name == "torch":
-        return render_strokes
-    if name == "diffvg":
-        if not _diffvg_importable():
-            raise ConfigError(
-                "the diffvg renderer needs the `pydiffvg` module, which could not be imported; "
-                "no package index ships it: build it from https://github.com/BachiLi/diffvg "
-                "in this environment, or use --renderer torch (the default)."
-            )
-        return _render_diffvg
-    raise ConfigError(f"unknown renderer {name!r}; choose torch or diffvg.")
+    check_renderer(name)
+    return render_strokes if name == "torch" else _render_diffvg

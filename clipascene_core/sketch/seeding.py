@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.clip import ClipEncoder
+from ..models.clip import CLIP_MEAN, CLIP_STD, ClipEncoder
 
 #: Rec. 709 luma weights, as skimage.color.rgb2gray (what the reference's XDoG uses).
 LUMA_709 = (0.2125, 0.7154, 0.0721)
@@ -43,8 +43,6 @@ def xdog_edges(image: torch.Tensor) -> torch.Tensor:
     the CLIP-normalised image; D = G(0.8) - 0.98 G(8); response 1 where D < -0.1, else
     1 + tanh(200 D); min-max normalised; edges are the pixels below Otsu's threshold.
     """
-    from ..models.clip import CLIP_MEAN, CLIP_STD
-
     # On the CPU in float64: cheap at 224 px, and Apple's MPS has no float64.
     image = image.detach().cpu().double()
     mean = torch.tensor(CLIP_MEAN, dtype=image.dtype).view(3, 1, 1)
