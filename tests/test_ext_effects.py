@@ -13,23 +13,19 @@ import contextlib
 import io
 import json
 import os
-import sys
 from pathlib import Path
 from unittest import mock
 
+import inkex  # noqa: E402
 import numpy as np
 import pytest
-from PIL import Image
-
-from tests.conftest import draw_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
-
-import inkex  # noqa: E402
 from clipascene_ext import effects  # noqa: E402
 from clipascene_ext.importer import find_layers  # noqa: E402
 from clipascene_ext.style import StrokeStyle  # noqa: E402
 from ext_testing import RecordingBackend  # noqa: E402
+from PIL import Image
+
+from tests.conftest import draw_scene
 
 SVG_NS = "http://www.w3.org/2000/svg"
 

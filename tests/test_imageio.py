@@ -117,7 +117,7 @@ def test_canvas_tensor_places_content_where_the_frame_says(tmp_path):
     canvas = to_canvas_tensor(image)
     assert canvas.shape == (3, 224, 224)
     frame = CanvasFrame(451, 300)
-    (x0, y0), (x1, y1) = frame.to_canvas(np.array([[100.0, 50.0], [200.0, 150.0]]))
+    (x0, y0), (x1, y1) = frame.image_to_canvas.apply(np.array([[100.0, 50.0], [200.0, 150.0]]))
     dark = (canvas[0] < 0.5).nonzero().float()
     assert abs(dark[:, 1].min().item() - x0) < 1.0 and abs(dark[:, 1].max().item() + 1 - x1) < 1.0
     assert abs(dark[:, 0].min().item() - y0) < 1.0 and abs(dark[:, 0].max().item() + 1 - y1) < 1.0

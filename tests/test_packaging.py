@@ -259,11 +259,8 @@ def test_the_extension_manager_zip(tmp_path):
 
 
 def test_extension_and_core_state_the_same_version():
-    sys.path.insert(0, str(ROOT / "inkscape_ext"))
-    try:
-        import clipascene_ext
-    finally:
-        sys.path.remove(str(ROOT / "inkscape_ext"))
+    import clipascene_ext  # from inkscape_ext/, on pytest's pythonpath
+
     from clipascene_backend.schemas import API_VERSION
     from clipascene_core import __version__
 

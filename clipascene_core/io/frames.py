@@ -19,10 +19,11 @@ Every map between them is an `Affine2D` (one uniform scale, one translation), an
     object_to_image = object_frame.then(frame.canvas_to_image)
 
 Going back is ``inverse()`` of the composition (``frame.image_to_canvas.then(object_frame.inverse())``).
-A stroke width maps by the scale alone: ``object_to_image.scale * width``.
+A stroke width maps by the scene canvas's scale alone, in every region: ``frame.canvas_to_image.scale *
+width``, an object's strokes too (`scene/matrix.py`'s ``width_scale``: the reference maps a re-framed
+object's points back, not its widths).
 
-`CanvasFrame` owns the canvas <-> input-image maps of one image; its ``to_image``/``to_canvas``
-helpers are those maps' ``apply``.
+`CanvasFrame` owns the canvas <-> input-image maps of one image.
 """
 
 from __future__ import annotations
@@ -116,20 +117,3 @@ class CanvasFrame:
     def image_to_canvas(self) -> Affine2D:
         """Input-image px -> canvas px: the inverse of `canvas_to_image`."""
         return self.canvas_to_image.inverse()
-
-    def to_image(self, points):
-        """Canvas-frame points (..., 2) -> image-frame points (``canvas_to_image.apply``)."""
-        return self.canvas_to_image.apply(points)
-
-    def to_canvas(self, points):
-        """Image-frame points (..., 2) -> canvas-frame points (``image_to_canvas.apply``)."""
-        return self.image_to_canvas.apply(points)
-
-    def width_to_image(self, width_canvas: float) -> float:
-        """A stroke width in canvas pixels -> input pixels."""
-        return width_canvas * self.canvas_to_image.scale
-
-    def canvas_bounds_in_image(self) -> tuple[float, float, float, float]:
-        """(x0, y0, x1, y1) of the whole canvas in the image frame."""
-        forward = self.canvas_to_image
-        return (forward.tx, forward.ty, forward.tx + self.side, forward.ty + self.side)

@@ -1,9 +1,10 @@
 """The records that cross the seams: what a matrix run writes and reports, typed once.
 
-The engine's matrix (`matrix.sketch_matrix`) writes an `OutputFolder` holding a `Manifest`
-with one `CellRecord` per finished cell, and reports `MatrixEvent`s while it works; the
-backend's worker stores the same `CellRecord`s and a `Progress` per job, and its API serves
-them (backend/schemas.py builds the HTTP models from these). Each record reads and writes
+The matrix pipeline (`scene/matrix.py`'s `sketch_matrix`) writes an `OutputFolder` holding a
+`Manifest` with one `CellRecord` per finished cell, and reports `MatrixEvent`s while it works;
+the backend's worker stores the same `CellRecord`s and a `Progress` per job, and its API serves
+them (backend/schemas.py declares the HTTP models apart, by hand: a change of a record's
+fields is to be made there too). Each record reads and writes
 its JSON form (`to_dict` / `from_dict`), so manifest.json, the job store and the Ray
 transport carry one schema, spelled here and nowhere else.
 """
@@ -21,10 +22,6 @@ from ..config import SketchConfig
 #: Version of manifest.json's layout: 2 added `preset`, per-layer losses, expected stroke
 #: counts, `pieces` beside `strokes`, `model.precision` and this field.
 MANIFEST_SCHEMA_VERSION = 2
-
-#: The parts of a cell a user can ask for: the combined sketch, or one region of a split one.
-PARTS = ("combined", "foreground", "background")
-
 
 @dataclass(frozen=True)
 class Layout:

@@ -214,7 +214,7 @@ def object_reframing(mask: np.ndarray, frame: CanvasFrame, components: int) -> A
     columns = np.flatnonzero(mask.any(axis=0))
     # Pixel edges, not centres: pixel i covers [i, i + 1) as in CanvasFrame and square_crop_tensor.
     box_working = np.array([[columns[0], rows[0]], [columns[-1] + 1, rows[-1] + 1]], np.float64)
-    box = frame.to_canvas(box_working / _working_scale(mask.shape[::-1], frame))
+    box = frame.image_to_canvas.apply(box_working / _working_scale(mask.shape[::-1], frame))
     longer_side = float((box[1] - box[0]).max())
     target = REFRAME_FRACTION * frame.canvas_size
     if longer_side >= target:
