@@ -7,7 +7,7 @@ Three frames of points, all x to the right, y down:
 * **canvas px** (the scene canvas): the square model canvas, ``canvas_size`` (224) px a side, on which
   strokes are optimised. The image is centred on a white square of side ``max(width, height)``
   input px (padded, never cropped) and that square is scaled to the canvas.
-* **object canvas px**: when a small object is re-framed (the 0.7 rule in `preprocess`), the object's
+* **object canvas px**: when a small object is re-framed (the 0.7 rule in `scene/split.py`), the object's
   strokes are optimised on a canvas of the same size that shows the object zoomed in;
   ``SceneSplit.object_frame`` maps it to canvas px (the identity when nothing is re-framed).
 

@@ -1,6 +1,6 @@
 """Classical foreground mask and inpainting for machines without the U2-Net / LaMa weights.
 
-Both work in the working-image pixel frame (see preprocess.py); `preprocess.split_scene`
+Both work in the working-image pixel frame (see split.py); `split.split_scene`
 always announces them to the user when they are used.
 """
 
