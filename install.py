@@ -187,7 +187,7 @@ def default_data_dir() -> Path:
 
 def install_extension(python: Path, profile: Path | None, link: bool, data_dir: Path) -> Path | None:
     """Put the extension into Inkscape's user extensions folder with the environment's own
-    `clipascene inkscape install` (one implementation: clipascene_core/inkscape.py), which
+    `clipascene inkscape install` (one implementation: clipascene_core/cli/inkscape_install.py), which
     records where the backend is so the extension can start it. None when Inkscape's profile
     folder was not found."""
     command = [str(python), "-m", "clipascene_core.cli", "inkscape"]
@@ -239,7 +239,7 @@ def _core_module(name: str):
 
 
 def weights_servers_unreachable(timeout: float = 5.0) -> str | None:
-    """One quick request to each server the weights come from (clipascene_core.netcheck)."""
+    """One quick request to each server the weights come from (clipascene_core.models.netcheck)."""
     netcheck = _core_module("netcheck")
     return netcheck.unreachable(netcheck.weights_servers(), timeout)
 

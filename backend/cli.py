@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from clipascene_core import __version__
-from clipascene_core.models import add_model_arguments
+from clipascene_core.models.clip import add_model_arguments
 
 from .executors import EXECUTORS, ExecutorSettings
 from .logs import setup_logging
@@ -89,7 +89,7 @@ def plan_executor(args: argparse.Namespace) -> tuple[ExecutorSettings, list[str]
         if args.ray_address or args.gpus_per_job is not None or args.max_jobs is not None:
             raise RuntimeError("--ray-address, --gpus-per-job and --max-jobs go with --executor ray.")
         return ExecutorSettings(), expand_devices(args.device)
-    from clipascene_core.cluster import cluster_resources, config_device, connect, default_gpus
+    from clipascene_core.scene.cluster import cluster_resources, config_device, connect, default_gpus
 
     if args.max_jobs is not None and args.max_jobs < 1:
         raise RuntimeError("--max-jobs must be 1 or more.")
@@ -104,7 +104,7 @@ def expand_devices(requested: str) -> list[str]:
     """'auto' -> every CUDA GPU (one worker each), else mps, else cpu; a comma list as given."""
     import torch
 
-    from clipascene_core.models import resolve_device
+    from clipascene_core.models.clip import resolve_device
 
     if requested == "auto":
         if torch.cuda.is_available():

@@ -3,7 +3,7 @@
 `local` (the default): one worker thread per device of this machine runs each job itself.
 `ray`: the daemon stays the front door (API, job store, events, files) and runs each job as a
 Ray task on whatever node of the cluster has the resources; the cells come back with their
-files as they finish (clipascene_core.cluster), and the daemon records them as a local
+files as they finish (clipascene_core.scene.cluster), and the daemon records them as a local
 worker does. A slot thread per job that may run at once claims jobs from the store.
 """
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from clipascene_core.cluster import (
+from clipascene_core.io.records import StageEvent
+from clipascene_core.scene.cluster import (
     RemoteMatrix,
     cluster_resources,
     config_device,
     connect,
     default_gpus,
 )
-from clipascene_core.records import StageEvent
 
 from .params import JobParams
 from .store import Job, JobStore

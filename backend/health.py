@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipascene_core.downloads import verify
-from clipascene_core.models import clip_weights_present
+from clipascene_core.models.clip import clip_weights_present
+from clipascene_core.models.downloads import verify
+from clipascene_core.models.weights import WEIGHTS, WeightsFile
 from clipascene_core.paths import models_dir
-from clipascene_core.registry import WEIGHTS, WeightsFile
 
 from .worker import ModelSettings
 

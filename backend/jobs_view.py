@@ -6,7 +6,7 @@ Shared by the jobs routes (status, events) and the cells routes (matrix, cell fi
 from __future__ import annotations
 
 from clipascene_core.config import step_counts
-from clipascene_core.records import CellRecord
+from clipascene_core.io.records import CellRecord
 
 from .estimate import estimate, speed_key
 from .params import JobParams
@@ -51,7 +51,7 @@ def cell_ready(job: Job, cell: CellRecord) -> CellReady:
 def torch_device_type(device: str) -> str:
     """"cuda:1" -> "cuda"; "auto" -> what PyTorch finds here."""
     if device == "auto":
-        from clipascene_core.models import resolve_device
+        from clipascene_core.models.clip import resolve_device
 
         return resolve_device("auto").type
     return device.split(":")[0]

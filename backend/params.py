@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from clipascene_core.config import SketchConfig
-from clipascene_core.options import BY_NAME, OPTIONS, Option, config_from_options, parse_layers
+from clipascene_core.config import SketchConfig, config_from_options
+from clipascene_core.options import BY_NAME, OPTIONS, Option, parse_layers
 
 
 class _Checks(BaseModel):

@@ -4,7 +4,7 @@ Layout of the data folder:
     jobs.sqlite3                 job and cell records, facts such as each device's measured speed
     jobs/{id}/input.{ext}        the uploaded image, as sent
     jobs/{id}/user-mask.{ext}    the object mask drawn by the user, as sent (when there is one)
-    jobs/{id}/out/               the matrix files (clipascene_core.records.OutputFolder)
+    jobs/{id}/out/               the matrix files (clipascene_core.io.records.OutputFolder)
 
 Every method opens its own short connection, so worker threads and request handlers never
 share one; WAL lets readers proceed while a worker writes.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipascene_core.records import CellRecord, Layout, OutputFolder, Progress
+from clipascene_core.io.records import CellRecord, Layout, OutputFolder, Progress
 
 from .storage import (  # noqa: F401  (callers import the store's errors from here)
     STORAGE_ERRORS,

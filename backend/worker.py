@@ -9,13 +9,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from clipascene_core.cluster import ClusterError
-from clipascene_core.engine import Cancelled
 from clipascene_core.errors import UserError
-from clipascene_core.imageio import load_image
-from clipascene_core.models import ClipEncoder, load_clip
-from clipascene_core.precision import planned_choice
-from clipascene_core.records import (
+from clipascene_core.io.images import load_image
+from clipascene_core.io.records import (
     CellEvent,
     Manifest,
     MatrixEvent,
@@ -24,7 +20,11 @@ from clipascene_core.records import (
     ProgressEvent,
     StageEvent,
 )
-from clipascene_core.resume import sketch_resumable
+from clipascene_core.models.clip import ClipEncoder, load_clip
+from clipascene_core.models.precision import planned_choice
+from clipascene_core.scene.cluster import ClusterError
+from clipascene_core.scene.resume import sketch_resumable
+from clipascene_core.sketch.engine import Cancelled
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
@@ -153,7 +153,7 @@ class Worker(threading.Thread):
 
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
-            from clipascene_core.models import resolve_device
+            from clipascene_core.models.clip import resolve_device
 
             self._encoder = load_clip(self.models.clip_model, self.models.weights,
                                       resolve_device(self.device), cache_dir=self.models.models_dir,
@@ -226,7 +226,7 @@ class Worker(threading.Thread):
 
         try:
             # The cells of an earlier, interrupted run of the job stay listed (and importable):
-            # the run resumes after them (clipascene_core.resume).
+            # the run resumes after them (clipascene_core.scene.resume).
             manifest = self.run_matrix(job, on_event, should_stop)
         except Cancelled:
             if self.stopping.is_set() and not self.store.cancel_requested(job.id):

@@ -1,7 +1,7 @@
 """How much composing CLIPasso's two augmentations into one resampling changes the loss.
 
 The reference augments with torchvision's RandomPerspective (bilinear, fill 0) and then
-RandomResizedCrop (bilinear): two resamplings. `clipascene_core.augment` composes both maps
+RandomResizedCrop (bilinear): two resamplings. `clipascene_core.sketch.augment` composes both maps
 into one homography and resamples once. For the same random parameters this script computes
 the CLIP layer loss (mean over the augmented pairs of the squared feature difference) of a
 fixed sketch (the initial strokes of a photo) and the photo both ways, and compares the
@@ -21,11 +21,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from clipascene_core.augment import _perspective_corners, apply_grids, sample_transforms, sampling_grid
-from clipascene_core.engine import render_batch
-from clipascene_core.imageio import load_image, to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map
-from clipascene_core.models import load_clip
+from clipascene_core.io.images import load_image, to_canvas_tensor
+from clipascene_core.models.clip import load_clip
+from clipascene_core.sketch.augment import _perspective_corners, apply_grids, sample_transforms, sampling_grid
+from clipascene_core.sketch.engine import render_batch
+from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
 
 SIZE = 224
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import report
 from bench.fidelity_bench import SAMPLE, machine
-from clipascene_core.records import OutputFolder
+from clipascene_core.io.records import OutputFolder
 
 ARGS = ["--clip-model", "tiny-test", "--weights", "random", "--layers", "2,8,11", "--rows", "2",
         "--iterations", "30", "--row-steps", "10", "--quiet", "--no-split"]

@@ -23,9 +23,9 @@ import torch
 
 from bench.render_bench import time_renderer
 from clipascene_core.config import make_config
-from clipascene_core.matrix import plan_matrix, run_plan
-from clipascene_core.models import load_clip, resolve_device
-from clipascene_core.records import ProgressEvent
+from clipascene_core.io.records import ProgressEvent
+from clipascene_core.models.clip import load_clip, resolve_device
+from clipascene_core.scene.matrix import plan_matrix, run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The sample photo shipped with the repository (examples/README.md).
@@ -136,7 +136,7 @@ def main() -> None:
     table = run(args.steps, args.device)
     print(table)
     if args.write:
-        from clipascene_core.files import atomic_write_text
+        from clipascene_core.io.outputs import atomic_write_text
 
         atomic_write_text(args.write, "# Performance\n\nWritten by `python -m bench.fidelity_bench"
                           f" --write {args.write}` on {time.strftime('%Y-%m-%d')}.\n\n{table}\n")

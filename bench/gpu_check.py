@@ -24,7 +24,7 @@ import torch
 from bench.fidelity_bench import SAMPLE, machine, time_clip_floor, time_plan_step
 from bench.matrix_bench import run_matrix
 from clipascene_core.config import FIDELITY_LAYERS, make_config
-from clipascene_core.models import load_clip, resolve_device
+from clipascene_core.models.clip import load_clip, resolve_device
 
 
 def sync(device: torch.device) -> None:

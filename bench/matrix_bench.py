@@ -21,10 +21,10 @@ from pathlib import Path
 from bench import report
 from bench.fidelity_bench import SAMPLE, machine, peak_memory_mb
 from clipascene_core.config import make_config
-from clipascene_core.matrix import sketch_matrix
-from clipascene_core.models import load_clip, resolve_device
-from clipascene_core.progressive import draft_config
-from clipascene_core.records import CellEvent, ProgressEvent
+from clipascene_core.io.records import CellEvent, ProgressEvent
+from clipascene_core.models.clip import load_clip, resolve_device
+from clipascene_core.scene.matrix import sketch_matrix
+from clipascene_core.sketch.progressive import draft_config
 
 
 def run_matrix(encoder, config, out: Path) -> dict:

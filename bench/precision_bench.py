@@ -20,9 +20,9 @@ import torch
 
 from bench.fidelity_bench import machine, time_clip_floor, time_fidelity_step
 from bench.report import main as report_main
-from clipascene_core.models import load_clip
-from clipascene_core.precision import choose_precision
-from clipascene_core.precision import measure as measure_precisions
+from clipascene_core.models.clip import load_clip
+from clipascene_core.models.precision import choose_precision
+from clipascene_core.models.precision import measure as measure_precisions
 
 
 def run(repeats: int) -> str:

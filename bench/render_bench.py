@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from clipascene_core.render import bezier_samples, render_strokes
+from clipascene_core.sketch.render import bezier_samples, render_strokes
 
 CANVAS = 224
 STROKE_WIDTH = 3.0  # CLIPasso's diffvg half-width 1.5 as a full width

@@ -1,4 +1,9 @@
-"""CLIPascene: scene sketching at several levels of abstraction, as a library."""
+"""CLIPascene: scene sketching at several levels of abstraction, as a library.
+
+The front doors: `load_clip` (models/clip.py) and `sketch_matrix`, or `plan_matrix` then
+`run_plan` (scene/matrix.py); imported on first use, so that importing the package stays light.
+The rooms and the direction of their imports: docs/architecture.md.
+"""
 
 import os as _os
 
@@ -9,4 +14,18 @@ import os as _os
 # this package first does; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "load_clip", "plan_matrix", "run_plan", "sketch_matrix"]
+
+
+def __getattr__(name: str):
+    if name in ("sketch_matrix", "plan_matrix", "run_plan"):
+        from .scene import matrix
+
+        return getattr(matrix, name)
+    if name == "load_clip":
+        from .models.clip import load_clip
+
+        return load_clip
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,27 +7,23 @@ overridden. Errors are `ConfigError` with a sentence a user can act on.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import ConfigError
+from .options import BY_NAME, OPTIONS, PRESETS, check_limits, check_option
 
 #: The sketch canvas, CLIP ViT-B/32's input size in px.
 CANVAS_SIZE = 224
 #: CLIP ViT-B/32 residual blocks the paper uses as fidelity columns.
 FIDELITY_LAYERS = (2, 3, 4, 7, 8, 11)
 DEFAULT_LAYERS = (2, 8, 11)
-REGIONS = ("scene", "background", "object")
 #: Exponent step of the ratio schedule r_i = r_1 * 2^(-i * delta), per CLIP layer.
 BACKGROUND_DELTA = {2: 0.35, 3: 0.45, 4: 0.45, 7: 0.45, 8: 0.5, 11: 0.85}
 OBJECT_DELTA = {2: 0.4, 3: 0.45, 4: 0.45, 7: 0.4, 8: 0.5, 11: 0.9}
-#: "auto" is resolved to a real preset by the device the run uses (see `resolve_preset`).
-PRESETS = ("auto", "preview", "standard", "paper")
 RENDERERS = ("torch", "diffvg")
-
-
-class ConfigError(UserError, ValueError):
-    """A parameter is out of range or inconsistent; the message says what to change."""
 
 
 @dataclass
@@ -126,8 +122,6 @@ class SketchConfig:
     def validate(self) -> SketchConfig:
         if self.preset not in PRESETS or self.preset == "auto":
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}.")
-        from .options import check_limits
-
         if not self.layers:
             raise ConfigError("at least one fidelity layer is needed, e.g. --layers 2,8,11.")
         if len(set(self.layers)) != len(self.layers):
@@ -141,12 +135,30 @@ class SketchConfig:
             raise ConfigError("the stroke width must be positive.")
         if self.schedule not in ("auto", "lockstep", "column"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose auto, lockstep or column.")
-        if self.renderer not in RENDERERS:
-            raise ConfigError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}.")
-        from .render import get_renderer
-
-        get_renderer(self.renderer)  # diffvg asked for but not importable: say so now
+        check_renderer(self.renderer)  # diffvg asked for but not importable: say so now
         return self
+
+
+@functools.cache
+def _diffvg_importable() -> bool:
+    try:
+        importlib.import_module("pydiffvg")
+    except Exception:  # a broken build fails in many ways; all mean "not usable"
+        return False
+    return True
+
+
+def check_renderer(name: str) -> None:
+    """Raises ConfigError unless `name` is a renderer usable here: "torch" (built in), or
+    "diffvg" where `import pydiffvg` works (sketch/render.py draws with either)."""
+    if name not in RENDERERS:
+        raise ConfigError(f"unknown renderer {name!r}; choose one of {', '.join(RENDERERS)}.")
+    if name == "diffvg" and not _diffvg_importable():
+        raise ConfigError(
+            "the diffvg renderer needs the `pydiffvg` module, which could not be imported; "
+            "no package index ships it: build it from https://github.com/BachiLi/diffvg "
+            "in this environment, or use --renderer torch (the default)."
+        )
 
 
 _PRESETS: dict[str, dict] = {
@@ -201,6 +213,18 @@ def make_config(preset: str = "standard", *, device_type: str = "cpu", seed: int
     if unknown:
         raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}.")
     return SketchConfig(preset=ran, preset_requested=preset, **values).validate()
+
+
+def config_from_options(values: dict, device_type: str = "cpu", **settings) -> SketchConfig:
+    """A configuration from the table's options ({name: value}, None = the preset's) for a
+    device of `device_type`; `settings` are other SketchConfig fields (e.g. renderer)."""
+    for option in OPTIONS:  # the seed too, which no config field holds as given
+        check_option(option, values.get(option.name))
+    overrides = {option.field: values.get(option.name) for option in OPTIONS if option.field}
+    layers = values.get("layers")
+    return make_config(values.get("preset") or BY_NAME["preset"].default, device_type=device_type,
+                       seed=values.get("seed"), layers=tuple(layers) if layers else None,
+                       **overrides, **settings)
 
 
 def region_label(name: str) -> str:

@@ -14,3 +14,7 @@ class UserError(Exception):
 
     #: The HTTP status the backend answers with.
     http_status = 400
+
+
+class ConfigError(UserError, ValueError):
+    """A parameter is out of range or inconsistent; the message says what to change."""

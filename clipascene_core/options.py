@@ -1,9 +1,10 @@
 """The user's options of a matrix, declared once.
 
 The command line's options (`clipascene sketch|batch`) and the backend's job parameters
-(`backend.params.JobParams`) are built from this table, and `SketchConfig.validate` checks
-its limits. The Inkscape extension cannot import this package (it runs in Inkscape's own
-Python), so a test checks its `.inx` parameters and its own parsing against this table.
+(`backend/params.py`'s `JobParams`) are built from this table, `config.config_from_options`
+makes a configuration of its values, and `SketchConfig.validate` checks its limits. The
+Inkscape extension cannot import this package (it runs in Inkscape's own Python), so a test
+checks its `.inx` parameters and its own parsing against this table.
 
 To add an option: add a row here (and the SketchConfig field it sets, if it is new); the
 CLI, the API and their validation follow. Then add it to the `.inx` dialog if artists need it.
@@ -14,10 +15,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from .config import PRESETS, ConfigError, SketchConfig, make_config
+from .errors import ConfigError
 
 #: CLIP ViT-B/32 blocks a column may use.
 LAYER_RANGE = (0, 11)
+#: The presets a user may ask for (their values: config.py); "auto" is resolved to a real one
+#: by the device the run uses (`config.resolve_preset`).
+PRESETS = ("auto", "preview", "standard", "paper")
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,9 @@ class Option:
 
     name: the API's and the config's spelling ("row_steps"); the CLI's is "--row-steps".
     kind: "int", "bool", "choice" or "layers" (a list of CLIP layers, "2,8,11" in text).
-    default: None means the preset's value. minimum/maximum: inclusive limits of an int (of
-    each layer, and of how many layers, for "layers"). field: the SketchConfig field it sets.
+    default: None means the preset's value. minimum/maximum: inclusive limits of an int; for
+    "layers", of how many layers are given (each layer's own range is LAYER_RANGE). field: the
+    SketchConfig field it sets.
     """
 
     name: str
@@ -77,17 +82,19 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return layers
 
 
-def _check(option: Option, value) -> None:
+def check_option(option: Option, value) -> None:
+    """Raises ConfigError, naming the option's flag, when an int option's value is out of range."""
     if option.kind == "int" and value is not None and not option.minimum <= value <= option.maximum:
         raise ConfigError(f"{option.flag} must be between {option.minimum} and "
                           f"{option.maximum}, not {value}.")
 
 
-def check_limits(config: SketchConfig) -> None:
-    """The table's limits on a configuration; raises ConfigError with the option's name."""
+def check_limits(config) -> None:
+    """The table's limits on a configuration (a `config.SketchConfig`, which imports this
+    table); raises ConfigError with the option's name."""
     for option in OPTIONS:
         if option.field is not None:
-            _check(option, getattr(config, option.field))
+            check_option(option, getattr(config, option.field))
     low, high = LAYER_RANGE
     for layer in config.layers:
         if not low <= layer <= high:
@@ -115,14 +122,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 type=layers if option.kind == "layers" else int, default=None,
                                 help=option.help)
 
-
-def config_from_options(values: dict, device_type: str = "cpu", **settings) -> SketchConfig:
-    """A configuration from the table's options ({name: value}, None = the preset's) for a
-    device of `device_type`; `settings` are other SketchConfig fields (e.g. renderer)."""
-    for option in OPTIONS:  # the seed too, which no config field holds as given
-        _check(option, values.get(option.name))
-    overrides = {option.field: values.get(option.name) for option in OPTIONS if option.field}
-    layers = values.get("layers")
-    return make_config(values.get("preset") or BY_NAME["preset"].default, device_type=device_type,
-                       seed=values.get("seed"), layers=tuple(layers) if layers else None,
-                       **overrides, **settings)

@@ -25,7 +25,7 @@ def _private_data_dir(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
-    from clipascene_core.models import load_clip
+    from clipascene_core.models.clip import load_clip
 
     return load_clip("tiny-test", "random", "cpu")
 

@@ -9,7 +9,7 @@ import zlib
 
 from PIL import Image
 
-from clipascene_core.imageheaders import _MARKER
+from clipascene_core.io.imageheaders import _MARKER
 
 
 def scan_bomb(width: int, height: int, repeats: int) -> bytes:

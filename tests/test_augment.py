@@ -1,7 +1,7 @@
 import torch
 import torchvision.transforms.functional as TF
 
-from clipascene_core.augment import (
+from clipascene_core.sketch.augment import (
     _half_pixel,
     _homography,
     apply_grids,

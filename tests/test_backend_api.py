@@ -26,7 +26,7 @@ from clipascene_backend.schemas import (
 from clipascene_backend.settings import Settings
 from clipascene_backend.store import valid_job_id
 from clipascene_backend.worker import ModelSettings
-from clipascene_core.registry import WEIGHTS
+from clipascene_core.models.weights import WEIGHTS
 from tests.backend_helpers import TINY, png_bytes, submit, wait_for_status
 from tests.conftest import draw_scene
 

@@ -24,7 +24,7 @@ import requests
 from backend.logs import SafeFileHandler
 from backend.store import STORAGE_ERRORS, JobStore, storage_problem
 from backend.watch import JobWatch
-from clipascene_core.records import CellRecord, Layout
+from clipascene_core.io.records import CellRecord, Layout
 from tests.backend_helpers import TINY, start_server, submit, wait_for_status
 from tests.crafted_images import scan_bomb
 from tests.test_backend_server import thin_png

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from clipascene_backend.app import create_app
 from clipascene_backend.settings import Settings
 from clipascene_backend.worker import ModelSettings
-from clipascene_core.models import CLIP_CACHE_NAME
+from clipascene_core.models.clip import CLIP_CACHE_NAME
 from tests.backend_helpers import submit
 
 

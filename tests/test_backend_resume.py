@@ -90,7 +90,7 @@ def test_a_cancelled_job_keeps_its_cells_and_resumes_to_an_uninterrupted_runs_ce
 
 def test_a_failed_job_submitted_again_starts_with_a_clean_bar_and_no_old_notices(tmp_path):
     from clipascene_backend.store import JobStore
-    from clipascene_core.records import Layout, Progress
+    from clipascene_core.io.records import Layout, Progress
 
     store = JobStore(tmp_path)
     arguments = ("key", {"preset": "preview"}, Layout(1, (2,), False), "a.png", b"png", ".png", 4, 4)

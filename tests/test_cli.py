@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipascene_core.cli import EXIT_INPUT, EXIT_WEIGHTS, main
-from clipascene_core.frames import CanvasFrame
-from clipascene_core.strokes import read_svg
+from clipascene_core.cli.args import EXIT_INPUT, EXIT_WEIGHTS
+from clipascene_core.cli.commands import main
+from clipascene_core.io.frames import CanvasFrame
+from clipascene_core.sketch.strokes import read_svg
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
 
@@ -80,7 +81,7 @@ def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
         assert np.allclose(strokes.widths, 3.0 * frame.scale, atol=1e-4)
         # In the image frame: strokes start on the image's edges (they were seeded there, the
         # padding is blank), and nothing strays far beyond the padded square around it.
-        x0, y0, x1, y1 = frame.canvas_bounds_in_image()
+        (x0, y0), (x1, y1) = frame.canvas_to_image.apply(np.array([[0.0, 0.0], [224.0, 224.0]]))
         starts = strokes.points[:, 0]
         inside = (starts[:, 0] >= 0) & (starts[:, 0] <= 300) & (starts[:, 1] >= 0) & (starts[:, 1] <= 120)
         assert inside.mean() > 0.8

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from clipascene_core import __version__
-from clipascene_core.cli import EXIT_INPUT, main
+from clipascene_core.cli.args import EXIT_INPUT
+from clipascene_core.cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--clip-model", "tiny-test", "--weights", "random", "--quiet", "--no-split",
@@ -115,7 +116,7 @@ def test_a_run_replaces_only_what_the_earlier_run_recorded(tmp_path, scene_png):
 
 def test_an_interrupted_run_is_replaced_like_any_other(tmp_path, scene_png):
     out = tmp_path / "result"
-    from clipascene_core.files import claim_output_folder
+    from clipascene_core.io.outputs import claim_output_folder
 
     claim_output_folder(out, [2, 8], 2, split=False)  # as a run stopped during preprocessing
     (out / "target_scene.png").write_bytes(b"half")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from clipascene_core.compose import (
+from clipascene_core.scene.compose import (
     crossing_parameters,
     cut_strokes,
     inside_outline,
@@ -16,7 +16,7 @@ from clipascene_core.compose import (
     split_cubic,
     trim_to_frame,
 )
-from clipascene_core.strokes import StrokeSet
+from clipascene_core.sketch.strokes import StrokeSet
 
 
 def bezier(curve: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from clipascene_core.cli import main
-from clipascene_core.downloads import DownloadError, download, verify
-from clipascene_core.registry import WeightsFile
+from clipascene_core.cli.commands import main
+from clipascene_core.models.downloads import DownloadError, download, verify
+from clipascene_core.models.weights import WeightsFile
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -14,15 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clipascene_ext import client  # noqa: E402
+from clipascene_ext.client import Backend, BackendError  # noqa: E402
 from PIL import Image, ImageDraw
 
 from tests.backend_helpers import free_port, module_server
 from tests.conftest import draw_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
-
-from clipascene_ext import client  # noqa: E402
-from clipascene_ext.client import Backend, BackendError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

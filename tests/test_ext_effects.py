@@ -13,23 +13,19 @@ import contextlib
 import io
 import json
 import os
-import sys
 from pathlib import Path
 from unittest import mock
 
+import inkex  # noqa: E402
 import numpy as np
 import pytest
-from PIL import Image
-
-from tests.conftest import draw_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
-
-import inkex  # noqa: E402
 from clipascene_ext import effects  # noqa: E402
 from clipascene_ext.importer import find_layers  # noqa: E402
 from clipascene_ext.style import StrokeStyle  # noqa: E402
 from ext_testing import RecordingBackend  # noqa: E402
+from PIL import Image
+
+from tests.conftest import draw_scene
 
 SVG_NS = "http://www.w3.org/2000/svg"
 
@@ -41,7 +37,7 @@ def png_uri(image: Image.Image) -> str:
 
 
 def cell_svg(width: int, height: int) -> bytes:
-    from clipascene_core.strokes import StrokeSet, svg_document
+    from clipascene_core.sketch.strokes import StrokeSet, svg_document
 
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 1, (6, 4, 2)) * (width, height)

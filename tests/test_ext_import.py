@@ -19,14 +19,11 @@ import math
 import os
 import re
 import signal
-import sys
 import tempfile
 import time
 import unittest
 from pathlib import Path
 from unittest import mock
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
 from clipascene_ext import effects  # noqa: E402

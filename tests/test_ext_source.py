@@ -10,12 +10,9 @@ from __future__ import annotations
 import base64
 import os
 import struct
-import sys
 import tempfile
 import unittest
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
 from clipascene_ext.source import (  # noqa: E402

@@ -11,12 +11,8 @@ from __future__ import annotations
 import math
 import re
 import struct
-import sys
 import unittest
 import zlib
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inkscape_ext"))
 
 import inkex  # noqa: E402
 from clipascene_ext import photo  # noqa: E402

@@ -3,18 +3,18 @@ import pytest
 import torch
 
 from clipascene_core.config import make_config
-from clipascene_core.engine import (
+from clipascene_core.io.images import to_canvas_tensor
+from clipascene_core.sketch.engine import (
     Cancelled,
     Engine,
     cell_layer_losses,
     render_batch,
     strokes_on_canvas,
 )
-from clipascene_core.fidelity import FidelityCell, FidelityTask, loss_terms, train_fidelity
-from clipascene_core.imageio import to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map
-from clipascene_core.losses import gradnorm_weights, mean_abs_gradient
-from clipascene_core.targets import TargetBank
+from clipascene_core.sketch.fidelity import FidelityCell, FidelityTask, loss_terms, train_fidelity
+from clipascene_core.sketch.losses import gradnorm_weights, mean_abs_gradient
+from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
+from clipascene_core.sketch.targets import TargetBank
 from tests.conftest import draw_scene
 
 

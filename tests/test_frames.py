@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipascene_core.frames import Affine2D, CanvasFrame
+from clipascene_core.io.frames import Affine2D, CanvasFrame
 
 RNG = np.random.default_rng(0)
 
@@ -84,13 +84,12 @@ def test_wide_image_frame_worked_out_by_hand():
     # 300x120 on a 300-px square: 90 px of paper above and below; 300/224 input px per canvas px.
     frame = CanvasFrame(300, 120)
     assert frame.side == 300 and frame.scale == pytest.approx(300 / 224) and frame.offset == (0.0, -90.0)
-    np.testing.assert_allclose(frame.to_image(np.array([[0.0, 0.0], [224.0, 224.0], [112.0, 112.0]])),
+    corners = np.array([[0.0, 0.0], [224.0, 224.0], [112.0, 112.0]])
+    np.testing.assert_allclose(frame.canvas_to_image.apply(corners),
                                [[0.0, -90.0], [300.0, 210.0], [150.0, 60.0]], atol=1e-12)
     # The image's own corners: 90 px of paper is 67.2 canvas px.
-    np.testing.assert_allclose(frame.to_canvas(np.array([[0.0, 0.0], [300.0, 120.0]])),
+    np.testing.assert_allclose(frame.image_to_canvas.apply(np.array([[0.0, 0.0], [300.0, 120.0]])),
                                [[0.0, 67.2], [224.0, 156.8]], atol=1e-12)
-    assert frame.canvas_bounds_in_image() == (0.0, -90.0, 300.0, 210.0)
-    assert frame.width_to_image(3.0) == pytest.approx(3 * 300 / 224)
     assert frame.canvas_to_image.scale == pytest.approx(300 / 224)
     assert (frame.canvas_to_image.tx, frame.canvas_to_image.ty) == (0.0, -90.0)
     assert frame.image_to_canvas.scale == pytest.approx(224 / 300)
@@ -100,36 +99,25 @@ def test_wide_image_frame_worked_out_by_hand():
 def test_tall_image_is_padded_left_and_right():
     frame = CanvasFrame(120, 300, canvas_size=100)
     assert frame.offset == (-90.0, 0.0)
-    np.testing.assert_allclose(frame.to_image(np.array([[50.0, 50.0], [100.0, 0.0]])),
+    np.testing.assert_allclose(frame.canvas_to_image.apply(np.array([[50.0, 50.0], [100.0, 0.0]])),
                                [[60.0, 150.0], [210.0, 0.0]], atol=1e-12)
-    assert frame.canvas_bounds_in_image() == (-90.0, 0.0, 210.0, 300.0)
+    np.testing.assert_allclose(frame.canvas_to_image.apply(np.array([[0.0, 0.0], [100.0, 100.0]])),
+                               [[-90.0, 0.0], [210.0, 300.0]], atol=1e-12)
 
 
 @pytest.mark.parametrize("size", [(451, 300), (300, 451), (224, 224), (101, 7)])
 def test_frame_maps_are_exact_inverses(size):
     frame = CanvasFrame(*size)
     points = RNG.uniform(-50, 500, (10, 4, 2))
-    assert np.abs(frame.to_canvas(frame.to_image(points)) - points).max() < 1e-9
+    assert np.abs(frame.image_to_canvas.apply(frame.canvas_to_image.apply(points)) - points).max() < 1e-9
     tensor = torch.from_numpy(points)
-    assert torch.allclose(frame.to_image(frame.to_canvas(tensor)), tensor, atol=1e-9)
+    assert torch.allclose(frame.canvas_to_image.apply(frame.image_to_canvas.apply(tensor)), tensor, atol=1e-9)
     np.testing.assert_allclose(frame.canvas_to_image.then(frame.image_to_canvas).apply(points), points,
                                rtol=0, atol=1e-9)
     # The image's own corners land on the canvas, centred, nothing outside.
-    corners = frame.to_canvas(np.array([[0.0, 0.0], [size[0], size[1]]]))
+    corners = frame.image_to_canvas.apply(np.array([[0.0, 0.0], [size[0], size[1]]]))
     assert corners.min() >= -1e-9 and corners.max() <= 224 + 1e-9
     assert np.allclose(corners[0] + corners[1], 224)
-
-
-def test_helpers_agree_with_the_maps_on_tensors_on_their_device():
-    frame = CanvasFrame(640, 480)
-    points = torch.rand(6, 4, 2, dtype=torch.float32) * 224
-    image = frame.to_image(points)
-    assert image.dtype == torch.float32 and image.device == points.device
-    torch.testing.assert_close(image, frame.canvas_to_image.apply(points))
-    torch.testing.assert_close(frame.to_canvas(image), points, rtol=0, atol=1e-4)
-
-
-# --- object canvas -> canvas -> image -------------------------------------------------------------
 
 
 def test_object_to_image_worked_out_by_hand():
@@ -153,7 +141,7 @@ def test_composed_map_equals_applying_one_then_the_other(dtype):
     object_frame = Affine2D(0.31, 47.5, 101.25)
     object_to_image = object_frame.then(frame.canvas_to_image)
     points = torch.from_numpy(RNG.uniform(-20, 244, (40, 4, 2))).to(dtype)
-    stepwise = frame.to_image(object_frame.apply(points))
+    stepwise = frame.canvas_to_image.apply(object_frame.apply(points))
     composed = object_to_image.apply(points)
     assert composed.dtype == dtype
     tolerance = 1e-10 if dtype == torch.float64 else 1e-4

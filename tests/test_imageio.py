@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipascene_core.frames import CanvasFrame
-from clipascene_core.imageheaders import jpeg_scans
-from clipascene_core.imageio import (
+from clipascene_core.io.frames import CanvasFrame
+from clipascene_core.io.imageheaders import jpeg_scans
+from clipascene_core.io.images import (
     MAX_ASPECT_RATIO,
     MAX_IMAGE_PIXELS,
     ImageInputError,
@@ -117,7 +117,7 @@ def test_canvas_tensor_places_content_where_the_frame_says(tmp_path):
     canvas = to_canvas_tensor(image)
     assert canvas.shape == (3, 224, 224)
     frame = CanvasFrame(451, 300)
-    (x0, y0), (x1, y1) = frame.to_canvas(np.array([[100.0, 50.0], [200.0, 150.0]]))
+    (x0, y0), (x1, y1) = frame.image_to_canvas.apply(np.array([[100.0, 50.0], [200.0, 150.0]]))
     dark = (canvas[0] < 0.5).nonzero().float()
     assert abs(dark[:, 1].min().item() - x0) < 1.0 and abs(dark[:, 1].max().item() + 1 - x1) < 1.0
     assert abs(dark[:, 0].min().item() - y0) < 1.0 and abs(dark[:, 0].max().item() + 1 - y1) < 1.0
@@ -220,7 +220,7 @@ def test_a_webp_header_claiming_a_huge_canvas_is_refused_before_pillow_opens_it(
 
 MEMORY_PROBE = """
 import resource, sys
-from clipascene_core.imageio import ImageInputError, load_image
+from clipascene_core.io.images import ImageInputError, load_image
 from tests.crafted_images import flat_png
 data = flat_png(13_000, 13_000)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from clipascene_core.imageio import to_canvas_tensor
-from clipascene_core.init import (
+from clipascene_core.io.images import to_canvas_tensor
+from clipascene_core.sketch.seeding import (
     initialise_strokes,
     otsu_threshold,
     saliency_map,

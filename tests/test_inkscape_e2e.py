@@ -20,7 +20,7 @@ import pytest
 from inkex import CubicSuperPath, Transform
 from lxml import etree
 
-from clipascene_core import inkscape as extension_installer
+from clipascene_core.cli import inkscape_install as extension_installer
 from tests.backend_helpers import free_port, module_server
 from tests.conftest import draw_scene
 

@@ -11,11 +11,11 @@ import torch
 from lxml import etree
 from PIL import Image, ImageDraw
 
-from clipascene_core.cli import main
-from clipascene_core.compose import inside_outline, mask_outline
-from clipascene_core.records import Manifest
-from clipascene_core.render import bezier_samples
-from clipascene_core.strokes import SVG_NS, read_svg
+from clipascene_core.cli.commands import main
+from clipascene_core.io.records import Manifest
+from clipascene_core.scene.compose import inside_outline, mask_outline
+from clipascene_core.sketch.render import bezier_samples
+from clipascene_core.sketch.strokes import SVG_NS, read_svg
 from tests.tiny_models import save_tiny_lama, save_tiny_u2net
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]

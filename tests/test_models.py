@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clipascene_core.models import WeightsError, load_clip, resolve_device
+from clipascene_core.models.clip import WeightsError, load_clip, resolve_device
 
 
 def test_tiny_model_has_the_vit_b32_shape_family(tiny_encoder):
@@ -45,7 +45,7 @@ def test_layer_outputs_equal_open_clips_own_intermediates(tiny_encoder):
 def test_weights_file_loads_through_the_real_path(tmp_path, tiny_encoder):
     import open_clip
 
-    from clipascene_core.models import _register_tiny_config
+    from clipascene_core.models.clip import _register_tiny_config
 
     _register_tiny_config()
     model = open_clip.create_model("clipascene-tiny-test", pretrained=None)

@@ -108,7 +108,7 @@ def test_the_wheel_holds_the_whole_product_under_this_projects_names(wheel):
     for data in ("clipascene_inkscape/clipascene_sketch.inx", "clipascene_inkscape/clipascene_change.inx",
                  "clipascene_inkscape/clipascene_ext/picker.ui", "clipascene_inkscape/LICENSE",
                  "clipascene_inkscape/icons/clipascene_sketch.svg", "clipascene_backend/web/index.html",
-                 "clipascene_core/model_configs/clipascene-tiny-test.json"):
+                 "clipascene_core/models/model_configs/clipascene-tiny-test.json"):
         assert data in names, data
     assert not [name for name in names if name.endswith("backend.json")], "a checkout's own record"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
@@ -225,7 +225,7 @@ def inkscape_schema() -> etree.RelaxNG:
 
 
 def test_the_extension_manager_zip(tmp_path):
-    from clipascene_core.cli import main
+    from clipascene_core.cli.commands import main
 
     assert main(["inkscape", "zip", str(tmp_path)]) == 0
     path = tmp_path / "clipascene-inkscape-0.1.0.zip"
@@ -259,11 +259,8 @@ def test_the_extension_manager_zip(tmp_path):
 
 
 def test_extension_and_core_state_the_same_version():
-    sys.path.insert(0, str(ROOT / "inkscape_ext"))
-    try:
-        import clipascene_ext
-    finally:
-        sys.path.remove(str(ROOT / "inkscape_ext"))
+    import clipascene_ext  # from inkscape_ext/, on pytest's pythonpath
+
     from clipascene_backend.schemas import API_VERSION
     from clipascene_core import __version__
 

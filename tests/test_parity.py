@@ -18,17 +18,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipascene_core.config import make_config
-from clipascene_core.engine import Engine, cell_layer_losses, render_batch
-from clipascene_core.fidelity import FidelityCell, FidelityResult, FidelityTask
-from clipascene_core.imageio import InputImage, to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map, xdog_edges
-from clipascene_core.keep import choose_kept, expected_kept, kept_widths
-from clipascene_core.losses import gradnorm_factors
-from clipascene_core.models import CLIP_MEAN, CLIP_STD
-from clipascene_core.networks import LocationMLP
-from clipascene_core.preprocess import split_scene
-from clipascene_core.simplicity import RowCandidate, RowStart, SimplicityColumn, SimplicityRowTask
-from clipascene_core.targets import TargetBank
+from clipascene_core.io.images import InputImage, to_canvas_tensor
+from clipascene_core.models.clip import CLIP_MEAN, CLIP_STD
+from clipascene_core.scene.split import split_scene
+from clipascene_core.sketch.engine import Engine, cell_layer_losses, render_batch
+from clipascene_core.sketch.fidelity import FidelityCell, FidelityResult, FidelityTask
+from clipascene_core.sketch.keep import choose_kept, expected_kept, kept_widths
+from clipascene_core.sketch.losses import gradnorm_factors
+from clipascene_core.sketch.mlps import LocationMLP
+from clipascene_core.sketch.seeding import initialise_strokes, saliency_map, xdog_edges
+from clipascene_core.sketch.simplicity import RowCandidate, RowStart, SimplicityColumn, SimplicityRowTask
+from clipascene_core.sketch.targets import TargetBank
 from tests.conftest import draw_scene
 
 CPU = torch.device("cpu")
@@ -75,8 +75,7 @@ def _activations(visual) -> set[str]:
 def test_every_clip_path_builds_quickgelu(monkeypatch, tmp_path):
     import open_clip
 
-    from clipascene_core import models
-
+    from clipascene_core.models import clip as models
     real_create = open_clip.create_model
     built = []
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from clipascene_core.config import make_config
-from clipascene_core.engine import cell_layer_losses, render_batch
-from clipascene_core.fidelity import FidelityCell, train_fidelity
-from clipascene_core.imageio import to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map
-from clipascene_core.models import load_clip
-from clipascene_core.precision import choose_precision, measured_choice
-from clipascene_core.targets import TargetBank
+from clipascene_core.io.images import to_canvas_tensor
+from clipascene_core.models.clip import load_clip
+from clipascene_core.models.precision import choose_precision, measured_choice
+from clipascene_core.sketch.engine import cell_layer_losses, render_batch
+from clipascene_core.sketch.fidelity import FidelityCell, train_fidelity
+from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
+from clipascene_core.sketch.targets import TargetBank
 from tests.conftest import draw_scene
 
 CPU = torch.device("cpu")

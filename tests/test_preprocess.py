@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipascene_core.frames import Affine2D, CanvasFrame
-from clipascene_core.imageio import InputImage
-from clipascene_core.preprocess import (
+from clipascene_core.io.frames import Affine2D, CanvasFrame
+from clipascene_core.io.images import InputImage
+from clipascene_core.scene.split import (
     NO_OBJECT_NOTICE,
     InpaintingModel,
     MaskInputError,
@@ -339,7 +339,7 @@ def test_foreground_target_shows_the_object_where_the_object_frame_puts_it():
     assert target.shape == (3, 224, 224) and target.dtype == torch.float32
     dark = (target.mean(dim=0) < 0.5).numpy()
     rows, columns = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
-    box_scene = frame.to_canvas(np.array([[30, 40], [70, 60]], float) * 2)
+    box_scene = frame.image_to_canvas.apply(np.array([[30, 40], [70, 60]], float) * 2)
     (x0, y0), (x1, y1) = object_frame.inverse().apply(box_scene)
     assert abs(columns[0] - x0) <= 1.5 and abs(columns[-1] + 1 - x1) <= 1.5
     assert abs(rows[0] - y0) <= 1.5 and abs(rows[-1] + 1 - y1) <= 1.5

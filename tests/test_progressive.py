@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from clipascene_core.cli import main
-from clipascene_core.column import ColumnChain
+from clipascene_core.cli.commands import main
 from clipascene_core.config import make_config
-from clipascene_core.progressive import DRAFT_FRACTION, draft_config
+from clipascene_core.sketch.column import ColumnChain
+from clipascene_core.sketch.progressive import DRAFT_FRACTION, draft_config
 from tests.test_matrix import TINY, photo
 from tests.tiny_models import save_tiny_lama, save_tiny_u2net
 
@@ -75,9 +75,9 @@ def test_drafts_of_every_preset_cost_at_most_15_percent_of_the_run(preset):
 
 def test_every_cell_is_drafted_before_any_is_final(tmp_path):
     from clipascene_core.config import make_config as config_for
-    from clipascene_core.matrix import sketch_matrix
-    from clipascene_core.models import load_clip
-    from clipascene_core.records import CellEvent, ProgressEvent
+    from clipascene_core.io.records import CellEvent, ProgressEvent
+    from clipascene_core.models.clip import load_clip
+    from clipascene_core.scene.matrix import sketch_matrix
 
     encoder = load_clip("tiny-test", "random", "cpu")
     events = []

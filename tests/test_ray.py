@@ -23,7 +23,7 @@ from clipascene_backend.app import create_app  # noqa: E402
 from clipascene_backend.executors import ExecutorSettings  # noqa: E402
 from clipascene_backend.settings import Settings  # noqa: E402
 from clipascene_backend.worker import ModelSettings  # noqa: E402
-from clipascene_core.cli import main as clipascene  # noqa: E402
+from clipascene_core.cli.commands import main as clipascene  # noqa: E402
 from tests.backend_helpers import (  # noqa: E402
     TINY,
     png_bytes,

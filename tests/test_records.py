@@ -8,7 +8,7 @@ import sqlite3
 
 from clipascene_backend.params import JobParams
 from clipascene_backend.store import JobStore
-from clipascene_core.records import CellRecord, Layout, Manifest, OutputFolder
+from clipascene_core.io.records import CellRecord, Layout, Manifest, OutputFolder
 
 #: A cell and a manifest as schema 1 wrote them: no `pieces`, no `preset`, no schema_version.
 SCHEMA_1_CELL = {"row": 0, "layer": 8, "column": 0, "strokes": {"scene": 12},
@@ -47,7 +47,7 @@ def test_cell_files_are_named_once(tmp_path):
                      "background": "cells/r3_L11.background.svg"}
     assert set(OutputFolder.cell_files(0, 2, split=False)) == {"combined", "png"}
     # What a run writes is what replacing earlier results deletes: those its manifest records.
-    from clipascene_core.files import claim_output_folder
+    from clipascene_core.io.outputs import claim_output_folder
 
     for name in [*split.values(), OutputFolder.GRID, OutputFolder.MASK,
                  OutputFolder.attention("object"), OutputFolder.target("object")]:

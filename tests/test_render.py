@@ -1,4 +1,4 @@
-"""Tests of the differentiable stroke renderer (clipascene_core.render).
+"""Tests of the differentiable stroke renderer (clipascene_core.sketch.render).
 
 Reference images come from cairo (round caps and joins) at 8x resolution, box-downsampled:
 the ground truth for box-filtered anti-aliasing that docs/renderer.md measured against.
@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipascene_core import render
+from clipascene_core import config
 from clipascene_core.config import ConfigError
-from clipascene_core.render import (
-    available_backends,
+from clipascene_core.sketch.render import (
     bezier_samples,
     get_renderer,
     render_strokes,
@@ -190,7 +189,6 @@ def test_optimisation_recovers_displaced_stroke() -> None:
 
 
 def test_backends() -> None:
-    assert "torch" in available_backends()
     assert get_renderer("torch") is render_strokes
     points = torch.tensor([[[[2.0, 2.0], [4.0, 6.0], [6.0, 2.0], [8.0, 6.0]]]])
     paper = get_renderer("torch")(points, torch.full((1, 1), 2.0), 10, 10)
@@ -200,20 +198,19 @@ def test_backends() -> None:
 
 
 def test_missing_diffvg_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
-    monkeypatch.setattr(render, "_diffvg_importable", lambda: False)
+    monkeypatch.setattr(config, "_diffvg_importable", lambda: False)
     with pytest.raises(ConfigError, match="pydiffvg"):
         get_renderer("diffvg")
     # Asked for on the command line: one line, exit 2, nothing written.
-    from clipascene_core.cli import main
+    from clipascene_core.cli.commands import main
 
     assert main(["sketch", "missing.png", "--out", str(tmp_path / "out"), "--renderer", "diffvg"]) == 2
     assert not (tmp_path / "out").exists()
     assert "pydiffvg" in capsys.readouterr().err
     assert get_renderer() is render_strokes
-    assert available_backends() == ["torch"]
 
 
-@pytest.mark.skipif("diffvg" not in available_backends(), reason="pydiffvg is not installed")
+@pytest.mark.skipif(not config._diffvg_importable(), reason="pydiffvg is not installed")
 def test_diffvg_and_torch_renderers_agree() -> None:
     """Only where diffvg is built: the two renderers draw the same strokes (2x2 supersampled
     diffvg against analytic coverage: small differences along the edges only)."""

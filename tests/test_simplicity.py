@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from clipascene_core.config import make_config
-from clipascene_core.engine import Engine
-from clipascene_core.fidelity import FidelityCell, train_fidelity
-from clipascene_core.imageio import to_canvas_tensor
-from clipascene_core.init import initialise_strokes, saliency_map
-from clipascene_core.keep import choose_kept
-from clipascene_core.networks import SimplifyMLP
-from clipascene_core.simplicity import SimplicityColumn, ratio_schedule, zscore_choice
-from clipascene_core.targets import TargetBank
+from clipascene_core.io.images import to_canvas_tensor
+from clipascene_core.sketch.engine import Engine
+from clipascene_core.sketch.fidelity import FidelityCell, train_fidelity
+from clipascene_core.sketch.keep import choose_kept
+from clipascene_core.sketch.mlps import SimplifyMLP
+from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
+from clipascene_core.sketch.simplicity import SimplicityColumn, ratio_schedule, zscore_choice
+from clipascene_core.sketch.targets import TargetBank
 from tests.conftest import draw_scene
 
 

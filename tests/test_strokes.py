@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from clipascene_core.strokes import SVG_NS, StrokeSet, path_data, read_svg, svg_document
+from clipascene_core.sketch.strokes import SVG_NS, StrokeSet, path_data, read_svg, svg_document
 
 
 def random_strokes(count=20, seed=0, width=451.0, height=300.0):

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from clipascene_core.records import CellRecord, OutputFolder
-from clipascene_core.strokes import StrokeSet, document_size, read_svg
+from clipascene_core.io.records import CellRecord, OutputFolder
+from clipascene_core.sketch.strokes import StrokeSet, document_size, read_svg
 
 from ..deps import JobDep, StoreDep
 from ..jobs_view import cell_ready

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from clipascene_core.config import ConfigError
-from clipascene_core.imageio import ImageInputError, load_image
-from clipascene_core.records import Layout
+from clipascene_core.io.images import ImageInputError, load_image
+from clipascene_core.io.records import Layout
 
 from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
 from ..health import missing_clip_weights

@@ -1,0 +1,7 @@
+"""`python -m clipascene_core.cli ...`"""
+
+import sys
+
+from .commands import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Pretrained models: CLIP loading and its precision, the weights registry, downloads
+(docs/architecture.md)."""
