@@ -8,8 +8,8 @@ Set CLIPASCENE_SAVE_SCREENSHOTS=1 to write docs/images/picker.png.
 
 from __future__ import annotations
 
-import json
 import gc
+import json
 import os
 import random
 import select
@@ -141,7 +141,7 @@ def open_picker(picker):
     # Free the closed windows' cyclic garbage now, on the main thread with GTK idle, rather
     # than whenever the collector next runs (a later test, mid-call in another library):
     # the whole-suite run once died of a segfault while garbage-collecting after these tests.
-    del windows
+    windows.clear()
     gc.collect()
     picker.process_events()
 
