@@ -226,13 +226,14 @@ def check_inkscape_python() -> None:
             "On Debian/Ubuntu: sudo apt-get install python3-lxml python3-gi gir1.2-gtk-3.0")
 
 
-def _core_module(name: str):
-    """A standard-library-only module of clipascene_core, loaded by its path: install.py runs
-    before the project (and its dependencies) are installed."""
+def _core_module(path: str):
+    """A standard-library-only module of clipascene_core ("models/netcheck"), loaded by its
+    path: install.py runs before the project (and its dependencies) are installed."""
     import importlib.util
 
+    name = path.replace("/", "_")
     spec = importlib.util.spec_from_file_location(f"_clipascene_{name}",
-                                                  ROOT / "clipascene_core" / f"{name}.py")
+                                                  ROOT / "clipascene_core" / f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -240,7 +241,7 @@ def _core_module(name: str):
 
 def weights_servers_unreachable(timeout: float = 5.0) -> str | None:
     """One quick request to each server the weights come from (clipascene_core.models.netcheck)."""
-    netcheck = _core_module("netcheck")
+    netcheck = _core_module("models/netcheck")
     return netcheck.unreachable(netcheck.weights_servers(), timeout)
 
 

@@ -122,7 +122,7 @@ def test_two_jobs_through_the_daemon_on_ray_give_the_local_executors_cells(
 def test_cancel_stops_the_ray_task(on_ray):
     job_id = submit(on_ray, dict(ROWS_JOB, row_steps=5000, seed=3)).json()["id"]
     wait_for_status(on_ray, job_id, wanted=("running",), timeout=60,
-                    check=lambda job: job["progress"]["stage"] in ("training", "fidelity",
+                    check=lambda job: job["progress"]["stage"] in ("drafts", "training", "fidelity",
                                                                     "simplicity"))
     assert matrix_processes(job_id), "the job's Ray task is not running"
     assert on_ray.delete(f"/v1/jobs/{job_id}").status_code == 200
@@ -149,7 +149,12 @@ def test_a_killed_ray_worker_is_retried_and_the_cells_received_stay(on_ray):
                           check=lambda job: job["progress"]["cells_done"] >= 1)
     assert job["progress"]["cells_done"] < 4, "the job ended before its worker could be killed"
     out = on_ray.data_dir / "jobs" / job_id / "out" / "cells"
-    first = {path.name: (path.stat().st_ino, path.read_bytes()) for path in out.iterdir()}
+    # The final cells received so far (a draft's files are replaced by its final cell's).
+    finals = {f"r{cell['row']}_L{cell['layer']}." for cell in
+              on_ray.get(f"/v1/jobs/{job_id}/matrix").json()["cells"] if cell["ready"] and not cell["draft"]}
+    first = {path.name: (path.stat().st_ino, path.read_bytes()) for path in out.iterdir()
+             if any(path.name.startswith(prefix) for prefix in finals)}
+    assert first
     [pid] = matrix_processes(job_id)
     os.kill(pid, signal.SIGKILL)
     job = wait_for_status(on_ray, job_id, timeout=120)

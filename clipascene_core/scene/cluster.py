@@ -279,8 +279,11 @@ class RemoteMatrix:
 
     def _receive(self, cell: CellRecord, files: dict[str, bytes], emit) -> None:
         key = (cell.row, cell.layer)
-        if key in self.received:  # made again by a retry: the cell received first stays
-            kept = set(self.received[key].files.values())
+        earlier = self.received.get(key)
+        # A final cell replaces its draft; anything else made again (by a retry, a retry's
+        # draft of a cell already final included) leaves the cell received first.
+        if earlier is not None and (not earlier.draft or cell.draft):
+            kept = set(earlier.files.values())
             self._write({name: data for name, data in files.items() if name not in kept})
             return
         self.received[key] = cell
