@@ -191,3 +191,18 @@ def module_server(tmp_path_factory, *extra: str):
         yield server
     finally:
         server.stop()
+
+
+def processes_with(*words: str) -> list[int]:
+    """The pids of processes whose command line holds every one of `words` as an argument
+    (through /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if all(word.encode() in command for word in words):
+                pids.append(int(entry.name))
+    return pids

@@ -18,7 +18,7 @@ from clipascene_ext import client  # noqa: E402
 from clipascene_ext.client import Backend, BackendError  # noqa: E402
 from PIL import Image, ImageDraw
 
-from tests.backend_helpers import free_port, module_server
+from tests.backend_helpers import free_port, module_server, processes_with
 from tests.conftest import draw_scene
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,13 +187,6 @@ def test_the_daemon_tells_its_api_version_and_a_mismatch_says_which_to_update(se
 
 
 def _server_pid(data_dir: Path) -> int | None:
-    """The started backend's pid, found through /proc (it runs in its own session)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"clipascene_backend.cli" in command and str(data_dir).encode() in command:
-                return int(entry.name)
-    return None
+    """The started backend's pid (it runs in its own session)."""
+    pids = processes_with("clipascene_backend.cli", str(data_dir))
+    return pids[0] if pids else None

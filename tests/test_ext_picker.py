@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.backend_helpers import processes_with
+
 REPO = Path(__file__).resolve().parents[1]
 EXTENSION_DIR = REPO / "inkscape_ext"
 SCREENSHOT = REPO / "docs" / "images" / "picker.png"
@@ -677,12 +679,12 @@ def test_sketch_image_starts_a_viewer_that_outlives_it(picker, display):
     assert time.monotonic() - started < 10
     try:
         deadline = time.monotonic() + 10
-        while not _processes("clipascene_ext.viewer", job_id) and time.monotonic() < deadline:
+        while not processes_with("clipascene_ext.viewer", job_id) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(2)  # it has opened its window by now, or died
-        assert _processes("clipascene_ext.viewer", job_id), viewer.log_path().read_text()[-2000:]
+        assert processes_with("clipascene_ext.viewer", job_id), viewer.log_path().read_text()[-2000:]
     finally:
-        for pid in _processes("clipascene_ext.viewer", job_id):
+        for pid in processes_with("clipascene_ext.viewer", job_id):
             os.kill(pid, signal.SIGTERM)
 
 
@@ -716,20 +718,6 @@ def test_the_artist_picks_one_of_the_photos_matrices_newest_first(picker):
     assert "quality standard" in seen[0] and "fidelity 8, 11" in seen[0] and "sketching" in seen[0]
     assert "quality preview" in seen[1] and "finished" in seen[1]
     assert choose_job(jobs[:1]) is jobs[0], "one matrix is opened without asking"
-
-
-def _processes(*words: str) -> list[int]:
-    """The pids of processes whose command line holds every one of `words` (through /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if all(word.encode() in command for word in words):
-                pids.append(int(entry.name))
-    return pids
 
 
 FIT_SCRIPT = """

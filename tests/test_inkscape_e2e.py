@@ -21,7 +21,7 @@ from inkex import CubicSuperPath, Transform
 from lxml import etree
 
 from clipascene_core.cli import inkscape_install as extension_installer
-from tests.backend_helpers import free_port, module_server
+from tests.backend_helpers import free_port, module_server, processes_with
 from tests.conftest import draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,17 +125,8 @@ def test_sketch_image_then_change_abstraction_in_real_inkscape(tmp_path, backend
 
 
 def _viewers(job_id: str) -> list[int]:
-    """The pids of the matrix viewers Sketch Image started for `job_id` (found through /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"clipascene_ext.viewer" in command and job_id.encode() in command:
-                pids.append(int(entry.name))
-    return pids
+    """The pids of the matrix viewers Sketch Image started for `job_id`."""
+    return processes_with("clipascene_ext.viewer", job_id)
 
 
 def test_sketch_image_returns_at_once_and_import_sketch_imports_later(tmp_path, backend):

@@ -16,7 +16,7 @@ from clipascene_core.io.records import Manifest
 from clipascene_core.scene.compose import inside_outline, mask_outline
 from clipascene_core.sketch.render import bezier_samples
 from clipascene_core.sketch.strokes import SVG_NS, read_svg
-from tests.tiny_models import save_tiny_lama, save_tiny_u2net
+from tests.tiny_models import save_tiny_split_models
 
 TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
 
@@ -34,10 +34,7 @@ def photo(path, width=200, height=140):
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix")
-    models = folder / "models"
-    models.mkdir()
-    save_tiny_u2net(models / "u2net.onnx")
-    save_tiny_lama(models / "big-lama.pt")
+    models = save_tiny_split_models(folder / "models")
     out = folder / "out"
     code = main(["sketch", str(photo(folder / "photo.png")), "--out", str(out), *TINY,
                  "--layers", "2,8", "--rows", "2", "--strokes", "12", "--iterations", "12",

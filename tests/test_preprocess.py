@@ -31,7 +31,7 @@ from clipascene_core.scene.split import (
     object_reframing,
     split_scene,
 )
-from tests.tiny_models import save_tiny_lama, save_tiny_u2net
+from tests.tiny_models import save_tiny_lama, save_tiny_split_models, save_tiny_u2net
 
 PAPER = (230, 230, 230)
 INK = (30, 30, 40)
@@ -56,10 +56,7 @@ def as_input(pixels: Image.Image, width: int | None = None, height: int | None =
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("models")
-    save_tiny_u2net(directory / "u2net.onnx")
-    save_tiny_lama(directory / "big-lama.pt")
-    return directory
+    return save_tiny_split_models(tmp_path_factory.mktemp("models"))
 
 
 # --- masks ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from clipascene_core.config import make_config
 from clipascene_core.sketch.column import ColumnChain
 from clipascene_core.sketch.progressive import DRAFT_FRACTION, draft_config
 from tests.test_matrix import TINY, photo
-from tests.tiny_models import save_tiny_lama, save_tiny_u2net
+from tests.tiny_models import save_tiny_split_models
 
 MATRIX = ["--layers", "2,8", "--rows", "2", "--strokes", "8", "--iterations", "20", "--row-steps", "10"]
 
@@ -19,10 +19,7 @@ MATRIX = ["--layers", "2,8", "--rows", "2", "--strokes", "8", "--iterations", "2
 def runs(tmp_path_factory):
     """The same matrix with drafts and without, and the cells each run wrote, in order."""
     folder = tmp_path_factory.mktemp("progressive")
-    models = folder / "models"
-    models.mkdir()
-    save_tiny_u2net(models / "u2net.onnx")
-    save_tiny_lama(models / "big-lama.pt")
+    models = save_tiny_split_models(folder / "models")
     image = photo(folder / "photo.png")
     results = {}
     for flag in ("--progressive", "--no-progressive"):

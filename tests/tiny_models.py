@@ -56,3 +56,11 @@ def save_tiny_lama(path: Path) -> Path:
         warnings.simplefilter("ignore", FutureWarning)   # TorchScript is deprecated, but LaMa ships as one
         torch.jit.script(TinyLama()).save(str(path))
     return path
+
+
+def save_tiny_split_models(folder: Path) -> Path:
+    """A models folder holding the tiny U²-Net and LaMa under their real names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tiny_u2net(folder / "u2net.onnx")
+    save_tiny_lama(folder / "big-lama.pt")
+    return folder
