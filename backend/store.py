@@ -296,15 +296,11 @@ class JobStore:
         return Job.from_row(rows[0]) if rows else None
 
     def list(self, limit: int = 100) -> list[Job]:
-        with self._connect() as connection:
-            rows = connection.execute(
-                "SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._read("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
         return [Job.from_row(row) for row in rows]
 
     def queue_depth(self) -> int:
-        with self._connect() as connection:
-            return connection.execute(
-                "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+        return self._read("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")[0][0]
 
     def claim_next(self, device: str) -> Job | None:
         """Atomically take the oldest queued job for a worker on `device`."""

@@ -357,7 +357,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-def test_on_a_full_disk_finished_jobs_are_still_read_and_the_message_says_full(small_disk):
+def test_on_a_full_disk_jobs_and_cells_are_still_read_and_the_message_says_full(small_disk):
     store = JobStore(small_disk / "data")
     job, _ = store.submit("key", {"preset": "preview"}, Layout(1, (2,), False), "a.png", b"png",
                           ".png", 10, 10)
@@ -372,6 +372,8 @@ def test_on_a_full_disk_finished_jobs_are_still_read_and_the_message_says_full(s
                 filler.flush()
     assert store.get(job.id).status == "done"
     assert [found.layer for found in store.cells(job.id)] == [2]
+    # The job list and the health check's queue count read too.
+    assert [found.id for found in store.list()] == [job.id] and store.queue_depth() == 0
     with pytest.raises(STORAGE_ERRORS) as caught:
         store.update(job.id, error="x")
     assert "is full" in storage_problem(caught.value, store.data_dir)
