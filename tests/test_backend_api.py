@@ -652,8 +652,10 @@ def test_the_worker_outlives_a_full_disk_and_health_says_so(faulty):
     health = wait_for_health(faulty, lambda h: h["workers"][0]["state"] == "retrying")
     assert health["ok"] is False
     assert "full" in health["workers"][0]["problem"] and "full" in " ".join(health["problems"])
-    # Requests meet the same disk: a 503 with a sentence, not a bare 500.
-    response = faulty.get("/v1/jobs")
+    # Reads go on (the job list is read from the database file as last written); what must
+    # write meets the same disk: a 503 with a sentence, not a bare 500.
+    assert faulty.get("/v1/jobs").status_code == 200
+    response = submit(faulty, {**TINY, "seed": 99})
     assert response.status_code == 503
     assert "is full" in response.json()["detail"]
     faulty.disk.on.clear()
