@@ -39,7 +39,6 @@ from ..sketch.column import ColumnChain
 from ..sketch.engine import CellSketch, Engine, Progress
 from ..sketch.fidelity import loss_terms
 from ..sketch.progressive import DRAFT_FRACTION, draft_columns, draft_config, run_drafts, wants_drafts
-from ..sketch.progressive import steps as draft_steps
 from ..sketch.seeding import initialise_strokes, saliency_map
 from ..sketch.strokes import StrokeSet, svg_document
 from ..sketch.targets import TargetBank
@@ -348,19 +347,19 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
     emit = on_event or (lambda _event: None)
     prepared = time.perf_counter()
     device = next(plan.encoder.buffers()).device
-    drafts, drafted = [], prepared
+    before, drafted = 0, prepared  # the draft pass's steps, and when it ended
     if wants_drafts(plan.config, device):
         emit(StageEvent("drafts"))
         settings = draft_config(plan.config)
         drafts = draft_columns(plan.columns, settings, device)
-        plan.manifest.drafts = {"fraction": DRAFT_FRACTION, "steps": draft_steps(drafts)}
+        before = sum(column.steps for column in drafts)
+        plan.manifest.drafts = {"fraction": DRAFT_FRACTION, "steps": before}
         plan.writer.drafting = True
         run_drafts(plan.encoder, plan.bank, drafts, settings, plan.writer.add,
-                   lambda done, _total: emit(ProgressEvent("drafts", done, plan.steps + draft_steps(drafts))),
+                   lambda done, _total: emit(ProgressEvent("drafts", done, before + plan.steps)),
                    should_stop)
         plan.writer.end_drafts()
         drafted = time.perf_counter()
-    before = draft_steps(drafts)
     emit(StageEvent("training"))
     tasks = plan.tasks()
 

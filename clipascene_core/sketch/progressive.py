@@ -85,7 +85,3 @@ def run_drafts(encoder: ClipEncoder, bank: TargetBank, columns: list[ColumnChain
                 on_progress=lambda report: on_progress(report.steps_done, report.steps_total))
     finally:
         bank.generator.set_state(stream)
-
-
-def steps(columns: list[ColumnChain]) -> int:
-    return sum(column.steps for column in columns)
