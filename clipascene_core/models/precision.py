@@ -173,19 +173,26 @@ def _decide(fp32_ms: float, bf16_ms: float, reason: str, key: str) -> PrecisionC
     return PrecisionChoice("auto", precision, reason, round(fp32_ms, 1), round(bf16_ms, 1), key)
 
 
-def choose_precision(requested: str, device: torch.device, clip_model: str,
-                     timings: Callable[[], dict[str, float]], cache: Path | None = None) -> PrecisionChoice:
-    """The precision to run. `auto` reads the data folder's measurement for this machine, or
-    calls `timings()` ({"fp32": ms, "bf16": ms}) once and keeps its figures."""
+def _known_choice(requested: str, device: torch.device, clip_model: str,
+                  cache: Path | None) -> PrecisionChoice | None:
+    """The choice where no measurement is needed now: as asked, a device without bfloat16,
+    or the data folder's record for this machine; None where `auto` has yet to measure."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose auto, fp32 or bf16.")
     if requested != "auto":
         return PrecisionChoice(requested, requested, "asked")
-    device = torch.device(device)
     if not can_run_bf16(device):
         return PrecisionChoice("auto", "fp32", "no bfloat16 on this device")
+    return measured_choice(device, clip_model, cache)
+
+
+def choose_precision(requested: str, device: torch.device, clip_model: str,
+                     timings: Callable[[], dict[str, float]], cache: Path | None = None) -> PrecisionChoice:
+    """The precision to run. `auto` reads the data folder's measurement for this machine, or
+    calls `timings()` ({"fp32": ms, "bf16": ms}) once and keeps its figures."""
+    device = torch.device(device)
     cache = cache or data_dir() / CACHE_FILE
-    known = measured_choice(device, clip_model, cache)
+    known = _known_choice(requested, device, clip_model, cache)
     if known is not None:
         return known
     key = machine_key(device, clip_model)
@@ -202,12 +209,7 @@ def choose_precision(requested: str, device: torch.device, clip_model: str,
 def planned_choice(requested: str, device: str | torch.device, clip_model: str) -> dict:
     """What a run would choose now, without measuring (for health and doctor reports):
     the choice's dict, with precision None where `auto` has not measured this machine yet."""
-    device = torch.device(device)
-    if requested != "auto":
-        return PrecisionChoice(requested, requested, "asked").to_dict()
-    if not can_run_bf16(device):
-        return PrecisionChoice("auto", "fp32", "no bfloat16 on this device").to_dict()
-    known = measured_choice(device, clip_model)
+    known = _known_choice(requested, torch.device(device), clip_model, None)
     if known is not None:
         return known.to_dict()
     return {**PrecisionChoice("auto", "", "not measured yet: the first run times a few steps "
