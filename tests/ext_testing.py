@@ -37,7 +37,8 @@ class RecordingBackend:
 
     def submit(self, image: bytes, filename: str, params: dict, mask: bytes | None = None) -> dict:
         self.submitted.append({"image": image, "filename": filename, "params": params, "mask": mask})
-        return {"id": f"{len(self.submitted):016x}", "status": "queued", "cached": False}
+        return {"id": f"{len(self.submitted):016x}", "status": "queued", "cached": False,
+                "eta_s": 600.0 * len(self.submitted), "estimate": "default"}
 
     def job(self, job_id: str) -> dict:
         """A job the stand-in was sent (its number in the id), finished; any other is refused."""
@@ -57,7 +58,8 @@ class RecordingBackend:
 
     def matrix(self, job_id: str) -> dict:
         return {"status": "done", "rows": 2, "layers": [2, 8], "cells": [
-            {"row": row, "column": column, "ready": True} for row in range(2) for column in range(2)]}
+            {"row": row, "column": column, "layer": (2, 8)[column], "ready": True}
+            for row in range(2) for column in range(2)]}
 
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
         return self.cell

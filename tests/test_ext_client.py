@@ -87,18 +87,25 @@ def test_the_mask_the_extension_sends_is_the_object_the_backend_splits_off(serve
 def test_the_picker_shows_the_estimate_of_a_queued_job(server, tmp_path):
     """A job waiting behind another already has an estimate; the picker's details line shows
     it (the time is measured by the jobs this backend ran before, or a default)."""
-    picker = pytest.importorskip("clipascene_ext.picker")
+    from clipascene_ext import words
+
     backend = Backend(server.url)
     params = {"preset": "paper", "layers": [2], "rows": 0, "strokes": 4, "iterations": 20_000,
               "split": False}
-    jobs = [backend.submit(png(tmp_path / "a.png"), "long.png", {**params, "seed": seed})["id"]
-            for seed in (21, 22)]
+    answers = [backend.submit(png(tmp_path / "a.png"), "long.png", {**params, "seed": seed})
+               for seed in (21, 22)]
+    jobs = [answer["id"] for answer in answers]
     try:
+        # Sketch Image's viewer says at once what the submission estimated, in words.
+        said = words.submitted(answers[1:])
+        assert said.startswith("The backend expects this sketch to take about "), said
+        assert ("measured on this backend" if answers[1]["estimate"] == "measured"
+                else "a first guess") in said
         waiting = backend.job(jobs[1])
         assert waiting["status"] == "queued"
         assert waiting["progress"]["estimate"] in ("measured", "default")
         assert waiting["progress"]["eta_s"] > 60
-        details = picker._details(waiting, waiting["status"], waiting["preset"])
+        details = words.details(waiting)
         assert "more on this computer" in details, details
     finally:
         for job_id in jobs:

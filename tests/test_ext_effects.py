@@ -134,17 +134,23 @@ def test_sketch_image_returns_at_once_and_the_photo_remembers_its_jobs(tmp_path)
     photos = "".join(f'<image id="photo{index}" x="{10 + 70 * index}" y="10" width="60" height="30" '
                      f'xlink:href="{png_uri(draw_scene(60, 30 + index))}"/>' for index in range(2))
     started = []
-    with mock.patch.object(viewer, "start", lambda *arguments: started.append(arguments)):
+    with mock.patch.object(viewer, "start", lambda *arguments, **options: started.append(
+            (arguments, options))):
         svg = run_effect(tmp_path, photos, ["photo0", "photo1"], backend, "--stroke_color=4278190335",
                          cell="")
     assert find_layers(svg) == []
-    assert [arguments[1] for arguments in started] == [f"{1:016x}", f"{2:016x}"]
+    assert [arguments[1] for arguments, _ in started] == [f"{1:016x}", f"{2:016x}"]
+    # Each viewer says at its top how long the backend expects the two sketches to take.
+    assert {options["estimate"] for _, options in started} == {
+        "The backend expects these 2 sketches, one after another, to take about 30 min (a first "
+        "guess: this backend has not timed a sketch on its device yet). Inkscape stays usable "
+        "meanwhile."}
     assert [remembered(svg.getElementById(f"photo{index}")) for index in range(2)] == [
         [f"{1:016x}"], [f"{2:016x}"]]
 
     # Sketched again with other settings: the photo lists both, the newest first.
     (tmp_path / "again").mkdir()
-    with mock.patch.object(viewer, "start", lambda *arguments: None):
+    with mock.patch.object(viewer, "start", lambda *arguments, **options: None):
         again = run_effect(tmp_path / "again", svg, ["photo0"], backend, "--rows=2",
                            "--stroke_color=4278190335", cell="")
     photo = again.getElementById("photo0")

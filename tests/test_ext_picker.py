@@ -211,7 +211,6 @@ class FakeBackend:
         self.notices: list[str] = []
         self.has_mask = True
         self.mask_requests = 0
-        self.manifest_requests = 0
         self.stage = "training"
         self.device = "cpu"
         self.fraction: float | None = None  # the step fraction, when not cells done / total
@@ -253,6 +252,9 @@ class FakeBackend:
             "notices": list(self.notices), "params": {"preset": "preview"},
             "image": {"name": "test.jpg", "width": 640, "height": 480},
             "device": self.device if self.status != "queued" else None,
+            "preset": {"requested": "auto", "ran": "preview", "steps": {
+                "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
+                "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}},
         }
 
     def matrix(self, job_id: str) -> dict:
@@ -278,14 +280,6 @@ class FakeBackend:
         with self._lock:
             self.png_requests.append((row, column, part))
         return sketch_png(row, column, part)
-
-    def manifest_json(self, job_id: str) -> dict:
-        """The run's manifest: the preset that ran, with its steps."""
-        with self._lock:
-            self.manifest_requests += 1
-        return {"preset": {"requested": "auto", "ran": "preview", "steps": {
-            "fidelity": {"background": {"4": 500, "8": 500}, "foreground": {"4": 500, "8": 500}},
-            "row_steps": 100, "rows": ROWS - 1, "seeds": [0]}}}
 
     def cell_svg(self, job_id: str, row: int, column: int, part: str = "combined") -> bytes:
         """A cell as the backend writes it: one thick diagonal stroke per region, 160 x 120 px."""
@@ -313,9 +307,9 @@ class FakeBackend:
 
 
 def _show(window, fake: FakeBackend, ready: int, status: str) -> None:
-    """What one poll of the picker's worker brings: the job, its matrix and its manifest."""
+    """What one snapshot of the picker's feed brings: the job and its matrix."""
     fake.finish(ready, status)
-    window.apply_status(fake.job_record(), fake.manifest(), fake.manifest_json(JOB_ID))
+    window.apply_status(fake.job_record(), fake.manifest())
 
 
 def _thumbnails(window) -> set[tuple[int, int]]:
@@ -366,7 +360,6 @@ def test_captions_count_the_strokes_of_the_part_shown(picker, open_picker):
     assert window.cells[(2, 1)].caption.get_text() == "8 strokes"
     window.set_part("background")
     assert window.cells[(0, 1)].caption.get_text() == "13 strokes"
-    assert fake.manifest_requests == 3, "the manifest is fetched when cells were added"
     assert window.details.get_text().startswith(
         "Preset preview, as auto chose (500 steps per fidelity sketch, 100 per simplicity row)")
 
@@ -390,6 +383,7 @@ def test_details_show_preset_steps_and_an_estimate_on_the_cpu(picker, open_picke
     fake = FakeBackend()
     window = open_picker(fake, poll=False)
     record = fake.job_record()
+    del record["preset"]  # an older backend's job: the preset from its parameters
     record.update(status="running", device="cpu", params={"preset": "preview", "iterations": 150,
                                                            "row_steps": 30})
     record["progress"].update(steps_done=1234, steps_total=27000, eta_s=5400.0, stage="fidelity")
@@ -510,6 +504,100 @@ def test_progress_moves_with_a_real_backend_during_the_fidelity_stage(picker, op
         server.stop()
 
 
+class Streaming(FakeBackend):
+    """A FakeBackend with the job's event stream, scripted like the backend's /events: every
+    cell a draft first, then final, with `progress_per_cell` progress events around each, and
+    the last event `done`. The first stream drops after `drop_after` events (a lost
+    connection); the next one replays the cells already sent, as the backend does."""
+
+    def __init__(self, progress_per_cell: int = 40, drop_after: int | None = None):
+        super().__init__(split=True)
+        self.progress_per_cell = progress_per_cell
+        self.drop_after = drop_after
+        self.matrix_requests = 0
+        self.streams = 0
+        self.sent = 0
+        self.script = self._script()
+
+    def matrix(self, job_id: str) -> dict:
+        with self._lock:
+            self.matrix_requests += 1
+        return super().matrix(job_id)
+
+    def _progress(self) -> tuple[str, dict]:
+        record = self.job_record()
+        return "progress", {**record["progress"], "id": JOB_ID, "status": record["status"]}
+
+    def _cell(self, index: int, draft: bool) -> tuple[str, dict]:
+        row, column = divmod(index, len(LAYERS))
+        base = f"/v1/jobs/{JOB_ID}/cells/{row}/{column}"
+        return "cell", {"id": JOB_ID, "row": row, "column": column, "layer": LAYERS[column],
+                        "strokes": _stroke_counts(row, column), "draft": draft,
+                        "urls": {"combined": f"{base}.svg", "png": f"{base}.png",
+                                 "foreground": f"{base}.svg?part=foreground",
+                                 "background": f"{base}.svg?part=background"}}
+
+    def _script(self):
+        """The job's events in order, moving the fake's state as it goes."""
+        self.status = "running"
+        for stage, draft in (("fidelity", True), ("simplicity", False)):
+            self.stage = stage
+            for index in range(self.total):
+                for step in range(self.progress_per_cell):
+                    self.fraction = (index + step / self.progress_per_cell) / self.total
+                    yield self._progress()
+                if draft:
+                    self.drafts = index + 1
+                else:
+                    self.ready = index + 1
+                yield self._cell(index, draft)
+        self.status, self.fraction = "done", 1.0
+        yield self._progress()
+        yield "done", {"id": JOB_ID, "status": "done", "error": None}
+
+    def events(self, job_id: str):
+        self.streams += 1
+        with self._lock:  # a new stream first says what is there, as the backend's does
+            replay = [self._cell(index, index >= self.ready)
+                      for index in range(max(self.ready, self.drafts))]
+        yield from replay
+        for event in self.script:
+            self.sent += 1
+            yield event
+            time.sleep(0.0005)
+            if self.streams == 1 and self.drop_after is not None and self.sent >= self.drop_after:
+                raise ConnectionResetError("the connection dropped")
+
+
+@pytest.mark.parametrize("drop_after", [None, 300])
+def test_events_carry_the_data_a_job_costs_its_cells_not_its_events(picker, open_picker, drop_after):
+    """The picker shows the events' payloads: for a job of N cells (each a draft, then final)
+    it fetches 2N thumbnails and the job and matrix once when it opens, once more when the
+    stream reconnects and once when it ends, however many progress events come."""
+    fake = Streaming(progress_per_cell=40, drop_after=drop_after)
+    window = open_picker(fake, poll_interval=0.05)
+    seen = []
+    window.progress.connect("notify::text", lambda bar, _spec: seen.append(bar.get_text()))
+    assert picker.process_events(lambda: window.progress.get_text() == "Done · 6/6 cells"
+                                 and len(fake.png_requests) == 12 and len(_thumbnails(window)) == 6,
+                                 timeout=30)
+    events = 2 * fake.total * (fake.progress_per_cell + 1) + 2
+    assert fake.sent == events > 400
+    reconnects = fake.streams - 1
+    assert reconnects == (0 if drop_after is None else 1)
+    assert fake.polls == fake.matrix_requests == 2 + reconnects, "opened, (reconnected,) ended"
+    assert sorted(fake.png_requests) == sorted(
+        (row, column, "combined") for row in range(ROWS) for column in range(2) for _ in range(2)), (
+        "each cell's thumbnail twice: its draft's, then its final cell's")
+    assert any(text.startswith("Sketching · 0/6") for text in seen), "progress events move the bar"
+    assert any(text.startswith("Simplifying · 3/6") for text in seen)
+    assert [window.cells[(row, column)].caption.get_text() for row in range(ROWS) for column in range(2)] == [
+        f"{sum(_stroke_counts(row, column).values())} strokes" for row in range(ROWS) for column in range(2)]
+    window.set_part("foreground")  # the stroke counts per region came with the events
+    assert window.cells[(2, 1)].caption.get_text() == "4 strokes"
+    assert window.details.get_text().startswith("Preset preview, as auto chose (500 steps")
+
+
 def test_thumbnails_are_fetched_once_for_ready_cells(picker, open_picker):
     fake = FakeBackend()
     window = open_picker(fake, poll=False)
@@ -563,7 +651,7 @@ def test_import_needs_a_chosen_ready_cell(picker, open_picker):
 
     window.import_button.clicked()
     assert window.dead
-    assert window.result == (0, 1, "combined")
+    assert window.result == (0, 1, "combined", 8, False), "with the layer the import needs"
     assert fake.cancelled == []
 
 
@@ -602,7 +690,7 @@ def test_region_switch_changes_the_part(picker, open_picker):
     window.set_part("background")
     window.select(1, 1)
     window.import_button.clicked()
-    assert window.result == (1, 1, "background")
+    assert window.result == (1, 1, "background", 8, False)
 
 
 def test_region_switch_without_split(picker, open_picker):
@@ -832,7 +920,7 @@ def test_pick_cell_runs_its_own_main_loop(picker, monkeypatch):
 
     def choose():
         window = opened[0] if opened else None
-        if window is None or (1, 1) not in window._ready:
+        if window is None or (1, 1) not in window.state.ready:
             return True  # ask again
         window.cells[(1, 1)].button.clicked()
         window.import_button.clicked()
@@ -846,7 +934,7 @@ def test_pick_cell_runs_its_own_main_loop(picker, monkeypatch):
             choice = picker.pick_cell(fake, JOB_ID, initial=(0, 0, "combined"))
     finally:
         signal.signal(signal.SIGINT, interrupt_handler)
-    assert choice == (1, 1, "combined")
+    assert choice[:3] == (1, 1, "combined") and choice.layer == 8
     assert opened[0].dead
 
 
@@ -962,7 +1050,7 @@ class PickerSmoke(unittest.TestCase):
         self.assertEqual(window.progress.get_text(), "Done · 4/4 cells")
         window.cells[(1, 0)].button.clicked()
         window.import_button.clicked()
-        self.assertEqual(window.result, (1, 0, "combined"))
+        self.assertEqual(window.result, (1, 0, "combined", 4, False))
         self.assertTrue(window.dead)
 
     def test_main_loop_ends_on_import(self):
@@ -979,7 +1067,7 @@ class PickerSmoke(unittest.TestCase):
         picker.GLib.timeout_add(20, choose)
         with MainLoopProtection(timeout=10):
             window.gapp.run()
-        self.assertEqual(window.result, (0, 1, "combined"))
+        self.assertEqual(window.result, (0, 1, "combined", 8, False))
 
 
 if __name__ == "__main__":

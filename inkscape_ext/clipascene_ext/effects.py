@@ -19,6 +19,7 @@ import time
 import inkex
 
 from .client import DEFAULT_SERVER, Backend, BackendError
+from .feed import Chosen
 from .importer import build_layer, find_layers, insert_layer, preview_svg, replace_strokes
 from .mask import mask_png
 from .photo import decode
@@ -26,11 +27,10 @@ from .photojobs import CLIP, SERVER, STYLE, choose_job, remember, remembered
 from .placement import pixel_to_document, visible_pixel_rect
 from .source import ImageSource, image_bytes, selected_images, selected_shapes
 from .style import PHOTO, StrokeStyle, option_color
+from .words import DRAFT, submitted
 
 PARTS = ("combined", "foreground", "background")
 POLL_S = 1.0
-#: The dialog's quick draft: far fewer steps than any preset (rough strokes, minutes on a CPU).
-DRAFT = {"iterations": 150, "row_steps": 30}
 
 
 def parse_cell(text: str) -> tuple[int, int, str] | None:
@@ -71,14 +71,15 @@ def wait_for_cell(backend: Backend, job_id: str, row: int, column: int) -> dict:
 
 def choose(backend: Backend, job_id: str, scripted: str, title: str,
            initial: tuple[int, int, str] | None = None, *, style: StrokeStyle,
-           photo: bytes | None = None, pixels=None, like=None) -> tuple[int, int, str] | None:
+           photo: bytes | None = None, pixels=None, like=None) -> Chosen | None:
     """The cell to import: the scripted one (waiting for it), or the user's pick in the picker,
     which previews the chosen cell drawn in `style` over the `photo` (its bytes), restyled as
-    the user restyled the layer it replaces (`like`)."""
+    the user restyled the layer it replaces (`like`). With its fidelity layer: the import
+    asks nothing more."""
     cell = parse_cell(scripted)
     if cell is not None:
-        wait_for_cell(backend, job_id, cell[0], cell[1])
-        return cell
+        entry = wait_for_cell(backend, job_id, cell[0], cell[1])
+        return Chosen(*cell, layer=entry["layer"], draft=False)
     from .picker import pick_cell  # GTK only when a window is wanted
 
     return pick_cell(backend, job_id, title=title, initial=initial, photo=photo,
@@ -99,23 +100,19 @@ def _backend(server: str) -> Backend:
     return backend
 
 
-def _import_cell(backend: Backend, job_id: str, chosen: tuple[int, int, str], transform, *,
+def _import_cell(backend: Backend, job_id: str, chosen: Chosen, transform, *,
                  image_id: str, style: StrokeStyle, pixels, clip_rect=None, clip=None):
-    """The chosen cell of the job as a detached layer (see importer.build_layer)."""
-    row, column, part = chosen
+    """The chosen cell of the job as a detached layer (see importer.build_layer). A draft
+    when chosen may be final by the time its file is fetched (never the other way round):
+    its layer then says "(draft)" of a final cell, which Import Sketch swaps in place."""
     try:
-        # The matrix first: a draft read here may be final by the time the file is fetched,
-        # never the other way round (a final cell is never replaced by a draft).
-        matrix = backend.matrix(job_id)
-        cell_svg = backend.cell_svg(job_id, row, column, part)
+        cell_svg = backend.cell_svg(job_id, chosen.row, chosen.column, chosen.part)
     except BackendError as error:
         raise inkex.AbortExtension(str(error)) from None
-    entry = next((cell for cell in matrix["cells"] if (cell["row"], cell["column"]) == (row, column)),
-                 {})
-    return build_layer(cell_svg, transform, job_id=job_id, row=row, column=column,
-                       layer=matrix["layers"][column], part=part, image_id=image_id,
+    return build_layer(cell_svg, transform, job_id=job_id, row=chosen.row, column=chosen.column,
+                       layer=chosen.layer, part=chosen.part, image_id=image_id,
                        clip_rect=clip_rect, clip=clip, style=style, pixels=pixels,
-                       draft=bool(entry.get("draft")))
+                       draft=chosen.draft)
 
 
 def _pixels(style: StrokeStyle, data: bytes):
@@ -208,12 +205,13 @@ class SketchImage(inkex.EffectExtension):
         for source, job in zip(sources, jobs, strict=True):
             remember(source.element, job["id"], style.encode(), self.options.clip, backend.server)
         scripted = parse_cell(self.options.cell)
+        estimate = submitted(jobs)
         for number, (source, job) in enumerate(zip(sources, jobs, strict=True), 1):
             if scripted is None:
                 title = f"CLIPascene — {source.filename}"
                 if len(sources) > 1:
                     title += f" ({number} of {len(sources)})"
-                self.open_viewer(backend, job["id"], title, style, source.data)
+                self.open_viewer(backend, job["id"], title, style, source.data, estimate)
                 continue
             pixels = _pixels(style, source.data)
             try:
@@ -224,13 +222,14 @@ class SketchImage(inkex.EffectExtension):
 
     @staticmethod
     def open_viewer(backend: Backend, job_id: str, title: str, style: StrokeStyle,
-                    photo: bytes) -> None:
-        """The matrix in a window of its own beside Inkscape (see `viewer`). Without one
-        (no display, no GTK) the job runs all the same and Import Sketch… shows it."""
+                    photo: bytes, estimate: str = "") -> None:
+        """The matrix in a window of its own beside Inkscape (see `viewer`), saying at its
+        top how long the backend expects the sketch to take (`estimate`). Without one (no
+        display, no GTK) the job runs all the same and Import Sketch… shows it."""
         from . import viewer
 
         try:
-            viewer.start(backend.server, job_id, title, style.encode(), photo)
+            viewer.start(backend.server, job_id, title, style.encode(), photo, estimate=estimate)
         except BackendError:
             pass  # the viewer is a convenience: the job and its record on the photo stand
 

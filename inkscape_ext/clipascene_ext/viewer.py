@@ -5,7 +5,8 @@ the backend trains. An extension cannot change the document once it has returned
 viewer cannot import: importing is Extensions ▸ CLIPascene ▸ Import Sketch… on the photo,
 which opens the picker for as long as the artist chooses.
 
-    python -m clipascene_ext.viewer --server URL [--title T] [--style S] [--photo FILE] JOB_ID
+    python -m clipascene_ext.viewer --server URL [--title T] [--style S] [--photo FILE]
+                                    [--estimate TEXT] JOB_ID
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ def log_path() -> Path:
     return Path(tempfile.gettempdir()) / "clipascene-viewer.log"
 
 
-def start(server: str, job_id: str, title: str, style: str = "", photo: bytes | None = None) -> None:
-    """Open a viewer on `job_id` in a process of its own and return at once.
+def start(server: str, job_id: str, title: str, style: str = "", photo: bytes | None = None, *,
+          estimate: str = "") -> None:
+    """Open a viewer on `job_id` in a process of its own and return at once; `estimate`
+    (what the submission said of the time it takes) shows under its title.
 
     The viewer gets this interpreter and its module path (Inkscape's Python, its inkex);
     `photo` travels in a temporary file the viewer deletes once read. Raises
     client.BackendError when it cannot be started.
     """
     arguments = [sys.executable, "-m", "clipascene_ext.viewer", "--server", server,
-                 "--title", title, "--style", style]
+                 "--title", title, "--style", style, "--estimate", estimate]
     if photo is not None:
         handle, name = tempfile.mkstemp(prefix="clipascene-photo-")
         with os.fdopen(handle, "wb") as stream:
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="CLIPascene")
     parser.add_argument("--style", default="")
     parser.add_argument("--photo", default=None)
+    parser.add_argument("--estimate", default="")
     parser.add_argument("job_id")
     options = parser.parse_args(argv)
     photo = None
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     style = StrokeStyle.decode(options.style)
     pixels = decode(photo) if photo is not None and style.color == PHOTO else None
     window = PickerWindow.open(Backend(options.server), options.job_id, options.title,
-                               photo=photo, view_only=True,
+                               photo=photo, view_only=True, estimate=options.estimate,
                                preview=lambda cell_svg: preview_svg(cell_svg, style, pixels, photo))
     window.gapp.run()
     return 0
