@@ -333,3 +333,49 @@ def test_a_draft_cell_shows_as_a_draft_until_its_final_cell_replaces_it(finished
         store.add_cell(job_id, final)
     table = rendered_dom(tmp_path, server.url + "/").xpath("//table[@class='matrix']")[0]
     assert not table.xpath(".//td[contains(@class, 'draft')]")
+
+
+def test_the_page_applies_the_events_a_job_costs_its_cells_not_its_events(browser, tmp_path):
+    """The page shows the `progress` and `cell` events' payloads: following a job of N cells to
+    its end costs about N thumbnails and a few fetches of the job and its matrix, however many
+    progress events its stream brings (Chromium's resource timing lists the requests)."""
+    import threading
+
+    from clipascene_ext.client import Backend
+
+    server = start_server(tmp_path / "data")
+    try:
+        params = {"preset": "preview", "layers": [2, 8], "rows": 1, "strokes": 4, "iterations": 90,
+                  "row_steps": 30, "split": False}
+        job_id = submit(server.client, params).json()["id"]
+        events: list[str] = []
+        listener = threading.Thread(target=lambda: events.extend(
+            kind for kind, _ in Backend(server.url).events(job_id)), daemon=True)
+        listener.start()
+        browser.open(server.url + "/")
+        browser.evaluate("performance.setResourceTimingBufferSize(100000)")
+        browser.wait_for("document.getElementById('progress-text')?.textContent.startsWith('done')"
+                         " && [...document.querySelectorAll('table.matrix img')].filter((image) =>"
+                         " image.complete && !image.src.includes('draft=1')).length === 4", timeout=240)
+        listener.join(timeout=30)
+        names = browser.evaluate("performance.getEntriesByType('resource').map((entry) => entry.name)")
+        paths = [name.split(server.url, 1)[-1] for name in names]
+        job_fetches = paths.count(f"/v1/jobs/{job_id}")
+        matrix_fetches = paths.count(f"/v1/jobs/{job_id}/matrix")
+        thumbnails = [path for path in paths if path.startswith(f"/v1/jobs/{job_id}/cells/")]
+        progress_events = events.count("progress")
+        cells = 4
+        assert progress_events >= 8, f"the job ran too fast to test this: {events}"
+        # Opened, and once more at its end (plus a reconnect on a loaded machine, at most).
+        assert 1 <= job_fetches <= 3 and 1 <= matrix_fetches <= 3, paths
+        assert job_fetches + matrix_fetches < progress_events, (paths, events)
+        # Each cell once, or twice when a draft came first.
+        finals = {path for path in thumbnails if "draft=1" not in path}
+        assert finals == {f"/v1/jobs/{job_id}/cells/{row}/{column}.png?size=200"
+                          for row in range(2) for column in range(2)}, thumbnails
+        assert len(thumbnails) <= 2 * cells and len(thumbnails) == len(set(thumbnails)), thumbnails
+        shown = browser.evaluate("[...document.querySelectorAll('table.matrix img')]"
+                                 ".map((image) => image.getAttribute('src'))")
+        assert sorted(shown) == sorted(finals), "every cell shows its final sketch"
+    finally:
+        server.stop()
