@@ -4,8 +4,8 @@
 `client` talks to the local backend, `placement` maps a bitmap's pixel frame into the
 document, `mask` rasterises the drawn mask in that frame, `style` and `photo` decide how
 strokes look (colours sampled from the photo's pixels), `importer` turns a cell SVG into an
-editable, tagged layer, `picker` is the matrix window, and `effects` glues them into the menu
-entries.
+editable, tagged layer, `picker` is the matrix window (fed by `feed`, worded by `words`),
+and `effects` glues them into the menu entries.
 """
 
 #: This extension's version (the project's; `clipascene doctor` reads it from an installed copy).

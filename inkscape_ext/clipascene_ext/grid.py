@@ -2,11 +2,13 @@
 
 `MatrixGrid` fills `picker.ui`'s GtkGrid with a header per fidelity column and simplicity
 row and a toggle button (thumbnail and caption) per cell; `fit_sizes_to_screen` and
-`fit_window` size the picker for the screen it is on (screen.fit_sizes has the numbers).
+`fit_window` size the picker for the screen it is on (screen.fit_sizes has the numbers);
+`process_events` runs GTK's pending events for scripts and tests without a main loop.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ with warnings.catch_warnings():  # Debian's PyGObject warns on import; stderr is
 
     gi.require_version("Gtk", "3.0")
     gi.require_version("Gdk", "3.0")
-    from gi.repository import Gdk, Gtk
+    from gi.repository import Gdk, GLib, Gtk
 
 from .screen import fit_sizes
 from .words import fidelity, simplicity
@@ -127,3 +129,21 @@ def add_style(screen: Gdk.Screen) -> None:
         provider.load_from_data(CSS)
         Gtk.StyleContext.add_provider_for_screen(screen, provider, Gtk.STYLE_PROVIDER_PRIORITY_APPLICATION)
         _STYLED_SCREENS[screen] = provider
+
+
+def process_events(until: Callable[[], bool] | None = None, timeout: float = 2.0) -> bool:
+    """Run pending GTK events; with `until`, keep running them (up to `timeout` s) until it is true.
+
+    For tests and scripts that drive a picker without `Gtk.main()`. Returns whether `until`
+    became true (always True without one).
+    """
+    context = GLib.MainContext.default()
+    deadline = time.monotonic() + timeout
+    while True:
+        while context.pending():
+            context.iteration(False)
+        if until is None or until():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)

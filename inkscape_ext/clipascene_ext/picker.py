@@ -10,7 +10,6 @@ from `feed` (the job's state and the network threads, which post to the GTK main
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from collections.abc import Callable
 from typing import Protocol
@@ -28,7 +27,7 @@ with warnings.catch_warnings():
     from inkex.gui import GtkApp, Window
 
 from .feed import POLL_INTERVAL_S, Chosen, Feed, MatrixState
-from .grid import CellView, MatrixGrid, add_style, fit_sizes_to_screen, fit_window
+from .grid import CellView, MatrixGrid, add_style, fit_sizes_to_screen, fit_window, process_events
 from .preview import PreviewColumn
 from .screen import PREVIEW_MAX, THUMBNAIL_MAX
 from .thumbnails import MASK_TINT, decode_png
@@ -401,8 +400,9 @@ class PickerApp(GtkApp):
 
 def pick_cell(backend: PickerBackend, job_id: str, title: str = "CLIPascene",
               initial: Choice | None = None, preview: Callable[[bytes], bytes] | None = None,
-              photo: bytes | None = None) -> Choice | None:
-    """Show the picker for `job_id` until it closes -> the chosen (row, column, part), or None.
+              photo: bytes | None = None) -> Chosen | None:
+    """Show the picker for `job_id` until it closes -> the chosen cell (row, column, part,
+    its layer and whether it was a draft), or None.
 
     None means Close (the job keeps running) or Cancel job. Raises RuntimeError when there is
     no display to show the window on. `preview` and `photo`: see `PickerWindow.open`.
@@ -413,21 +413,3 @@ def pick_cell(backend: PickerBackend, job_id: str, title: str = "CLIPascene",
     window = PickerWindow.open(backend, job_id, title, initial, preview=preview, photo=photo)
     window.gapp.run()
     return window.result
-
-
-def process_events(until: Callable[[], bool] | None = None, timeout: float = 2.0) -> bool:
-    """Run pending GTK events; with `until`, keep running them (up to `timeout` s) until it is true.
-
-    For tests and scripts that drive a picker without `Gtk.main()`. Returns whether `until`
-    became true (always True without one).
-    """
-    context = GLib.MainContext.default()
-    deadline = time.monotonic() + timeout
-    while True:
-        while context.pending():
-            context.iteration(False)
-        if until is None or until():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
