@@ -25,8 +25,6 @@ from .words import FINAL
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
-#: The events after which the stream ends: the job is over.
-ENDED = FINAL
 
 
 class Chosen(NamedTuple):
@@ -127,7 +125,6 @@ class Feed:
         self.post = post
         self.follow = follow
         self.poll_interval = poll_interval
-        self.streaming = False  # an event stream is open
         self._stopped = threading.Event()
         self._requests: queue.Queue = queue.Queue()
 
@@ -190,16 +187,13 @@ class Feed:
             for kind, data in self.backend.events(self.job_id):
                 if self._stopped.is_set():
                     return True
-                self.streaming = True
-                if kind in ENDED:  # the last event: one more snapshot for the notices and error
+                if kind in FINAL:  # the last event: one more snapshot for the notices and error
                     self._snapshot()
                     return True
                 if kind in ("progress", "cell"):
                     self.post(self.view.apply_event, kind, data)
         except Exception:  # no stream (an old backend, a proxy): the fallback poll does the work
             logger.debug("event stream ended", exc_info=True)
-        finally:
-            self.streaming = False
         return False
 
     def _serve(self) -> None:
