@@ -1,4 +1,4 @@
-"""The floor plan holds: no import circle in the core or the service, and no room of the core
+"""The floor plan holds: no import circle in the core, the service or the extension, and no room of the core
 importing from a room above it (docs/architecture.md draws the plan).
 
 Every import counts, those inside functions too (a lazy import may keep start-up fast; it may
@@ -11,8 +11,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Folder -> the name its package is imported by (backend/ installs as clipascene_backend).
-PACKAGES = {"clipascene_core": "clipascene_core", "backend": "clipascene_backend"}
+#: Folder -> the name its package is imported by (backend/ installs as clipascene_backend; the
+#: extension's package is imported from inkscape_ext/, the folder Inkscape runs it from).
+PACKAGES = {"clipascene_core": "clipascene_core", "backend": "clipascene_backend",
+            "inkscape_ext/clipascene_ext": "clipascene_ext"}
 #: The core's rooms, from the ground up: a module may import from its own room and those below.
 #: "" is the ground: the modules at the package top (errors, paths, options, config, version),
 #: which every room shares. The package's own __init__.py, the front door, stands above all.
@@ -20,7 +22,8 @@ ROOMS = ("", "io", "models", "sketch", "scene", "cli")
 
 
 def module_name(path: Path) -> str:
-    folder, *rest = path.relative_to(ROOT).with_suffix("").parts
+    folder = next(folder for folder in PACKAGES if path.is_relative_to(ROOT / folder))
+    rest = path.relative_to(ROOT / folder).with_suffix("").parts
     parts = [PACKAGES[folder], *rest]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -122,6 +125,7 @@ def test_the_graph_is_read():
     # A function-level import is an arrow too (the front door imports the matrix lazily).
     assert "clipascene_core.scene.matrix" in edges["clipascene_core"]
     assert "clipascene_core.config" in edges["clipascene_backend.params"]
+    assert "clipascene_ext.picker" in edges["clipascene_ext.effects"]
 
 
 def test_no_import_circles():
