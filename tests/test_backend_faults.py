@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.logs import SafeFileHandler
-from backend.store import STORAGE_ERRORS, JobStore, storage_problem
-from backend.watch import JobWatch
+from clipascene_backend.logs import SafeFileHandler
+from clipascene_backend.storage import STORAGE_ERRORS, storage_problem
+from clipascene_backend.store import JobStore
+from clipascene_backend.watch import JobWatch
 from clipascene_core.io.records import CellRecord, Layout
 from tests.backend_helpers import TINY, start_server, submit, wait_for_status
 from tests.crafted_images import scan_bomb
