@@ -28,7 +28,7 @@ from clipascene_backend.store import valid_job_id
 from clipascene_backend.worker import ModelSettings
 from clipascene_core.models.weights import WEIGHTS
 from tests.backend_helpers import TINY, png_bytes, submit, wait_for_status
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 SVG = "{http://www.w3.org/2000/svg}"
 #: Two fidelity columns, one simplicity row, foreground/background split: a 2x2 matrix.

@@ -14,8 +14,7 @@ from clipascene_core.errors import UserError
 from clipascene_core.io.frames import CanvasFrame
 from clipascene_core.scene.cluster import ClusterError
 from clipascene_core.sketch.strokes import read_svg
-
-TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
+from tests.tiny_models import TINY
 
 
 def run_cli(*args) -> int:
@@ -62,7 +61,7 @@ def test_missing_weights_exit_with_instructions(tmp_path, scene_png, capsys):
 def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
     """Issue 2's path: one region, the fidelity row only."""
     source = tmp_path / "wide.png"
-    from tests.conftest import draw_scene
+    from tests.scenes import draw_scene
 
     draw_scene(300, 120).save(source)
     out = tmp_path / "result"

@@ -11,7 +11,7 @@ from clipascene_core.sketch.mlps import SimplifyMLP
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
 from clipascene_core.sketch.simplicity import SimplicityColumn, ratio_schedule, zscore_choice
 from clipascene_core.sketch.targets import TargetBank
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 
 def test_ratio_schedule_halves_by_delta():
