@@ -18,12 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from clipascene_core import __version__
+from clipascene_core.errors import UserError
 
 from .executors import Executor
 from .guard import FORM_OVERHEAD_BYTES, Guard
 from .routers import cells, jobs, service
 from .settings import Settings
-from .store import JobStore, storage_problem
+from .storage import storage_problem
+from .store import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,12 @@ async def storage_failed(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": storage_problem(error, data_dir)}, status_code=503)
 
 
+async def users_mistake(_request: Request, error: UserError) -> JSONResponse:
+    """Every `UserError` a route meets (a bad image or mask, parameters out of range, CLIP
+    weights this machine lacks): its own status, its one sentence as HTTPException's detail."""
+    return JSONResponse({"detail": f"{error.http_prefix}{error}"}, status_code=error.http_status)
+
+
 async def readable_validation(_request: Request, error: RequestValidationError) -> JSONResponse:
     problems = []
     for item in error.errors():
@@ -89,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(sqlite3.Error, storage_failed)
     app.add_exception_handler(OSError, storage_failed)
     app.add_exception_handler(RequestValidationError, readable_validation)
+    app.add_exception_handler(UserError, users_mistake)
 
     app.include_router(service.router)
     app.include_router(jobs.router)

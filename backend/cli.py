@@ -214,7 +214,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from .app import create_app, is_loopback
     from .settings import Settings
-    from .store import StoreError, storage_problem
+    from .storage import storage_problem
+    from .store import StoreError
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     if not is_loopback(args.host) and not token:

@@ -28,15 +28,8 @@ from typing import Any
 
 from clipascene_core.io.records import CellRecord, Layout, OutputFolder, Progress
 
-from .storage import (  # noqa: F401  (callers import the store's errors from here)
-    STORAGE_ERRORS,
-    _disk_full,
-    damaged_database,
-    disk_trouble,
-    storage_problem,
-)
+from .storage import STORAGE_ERRORS, _disk_full, damaged_database, storage_problem
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 _JOB_ID = re.compile(r"^[a-f0-9]{16}$")
 #: The name (before its suffix) of the user's drawn mask in a job's folder.

@@ -28,7 +28,8 @@ from clipascene_core.sketch.engine import Cancelled
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
-from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
+from .storage import STORAGE_ERRORS, disk_trouble, storage_problem
+from .store import Job, JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("done", "failed", "cancelled")

@@ -9,10 +9,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+
+from tests.scenes import draw_scene  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -28,16 +28,6 @@ def tiny_encoder():
     from clipascene_core.models.clip import load_clip
 
     return load_clip("tiny-test", "random", "cpu")
-
-
-def draw_scene(width: int = 160, height: int = 96) -> Image.Image:
-    """A small synthetic photo: a dark disc and a bar on a light gradient."""
-    gradient = np.linspace(200, 255, width, dtype=np.uint8)[None, :].repeat(height, 0)
-    image = Image.fromarray(np.stack([gradient] * 3, axis=-1), "RGB")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width * 0.2, height * 0.2, width * 0.5, height * 0.8), fill=(40, 60, 90))
-    draw.rectangle((width * 0.6, height * 0.3, width * 0.9, height * 0.45), fill=(120, 30, 30))
-    return image
 
 
 @pytest.fixture

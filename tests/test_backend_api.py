@@ -28,7 +28,7 @@ from clipascene_backend.store import valid_job_id
 from clipascene_backend.worker import ModelSettings
 from clipascene_core.models.weights import WEIGHTS
 from tests.backend_helpers import TINY, png_bytes, submit, wait_for_status
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 SVG = "{http://www.w3.org/2000/svg}"
 #: Two fidelity columns, one simplicity row, foreground/background split: a 2x2 matrix.
@@ -737,3 +737,45 @@ def test_only_user_errors_are_shown_as_the_users_mistake(tmp_path, monkeypatch, 
     assert job["status"] == "failed" and job["error"] == shown
     internal = [record for record in caplog.records if record.exc_info]
     assert bool(internal) == shown.startswith("internal error")
+
+
+def _users_mistakes():
+    from clipascene_core.config import ConfigError
+    from clipascene_core.io.images import ImageInputError, UnsupportedImageError
+    from clipascene_core.models.clip import WeightsError
+    from clipascene_core.scene.split import MaskInputError
+
+    return [
+        (WeightsError("the CLIP weights are gone; run `clipascene models download`."), 409, ""),
+        (UnsupportedImageError("not an image file (PNG, JPEG or WebP expected)."), 415, ""),
+        (ImageInputError("the image is too thin to sketch."), 400, ""),
+        (MaskInputError("the mask is empty: draw the object white."), 400, ""),
+        (ConfigError("--strokes must be between 1 and 256, not 0."), 422, "invalid params: "),
+    ]
+
+
+@pytest.mark.parametrize("raised, status, prefix", _users_mistakes(),
+                         ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None)
+def test_a_route_meeting_a_users_mistake_answers_its_status_and_sentence(idle, monkeypatch, raised,
+                                                                         status, prefix):
+    """One handler answers every UserError a route meets: its http_status (WeightsError's 409
+    too), its one sentence as the detail, and nothing of the job is kept."""
+    from clipascene_backend.routers import jobs
+
+    def meets(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(jobs, "load_image", meets)  # what the submission checks the upload with
+    response = submit(idle, TINY)
+    assert response.status_code == status, response.text
+    assert response.json() == {"detail": prefix + str(raised)}
+    assert idle.get("/v1/jobs").json() == []
+
+
+def test_parameters_the_engine_refuses_answer_422_saying_invalid_params(idle):
+    # Each layer is in range (the HTTP model lets it through); the configuration refuses the repeat.
+    response = submit(idle, {**TINY, "layers": [2, 2]})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("invalid params: ") and "\n" not in detail
+    assert idle.get("/v1/jobs").json() == []

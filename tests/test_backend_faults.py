@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.logs import SafeFileHandler
-from backend.store import STORAGE_ERRORS, JobStore, storage_problem
-from backend.watch import JobWatch
+from clipascene_backend.logs import SafeFileHandler
+from clipascene_backend.storage import STORAGE_ERRORS, storage_problem
+from clipascene_backend.store import JobStore
+from clipascene_backend.watch import JobWatch
 from clipascene_core.io.records import CellRecord, Layout
 from tests.backend_helpers import TINY, start_server, submit, wait_for_status
-from tests.crafted_images import scan_bomb
-from tests.test_backend_server import thin_png
+from tests.crafted_images import flat_png, scan_bomb
 
 #: A job that runs until it is cancelled.
 ENDLESS = {**TINY, "iterations": 20_000}
@@ -65,7 +65,7 @@ def test_scan_bombs_are_refused_and_slow_uploads_hold_up_no_other_request(tmp_pa
         def send(kind: str, image: bytes) -> None:
             started = time.monotonic()
             files = {"image": ("x.jpg", image, "image/jpeg"),
-                     "mask": ("m.png", thin_png(10, 10), "image/png")}
+                     "mask": ("m.png", flat_png(10, 10), "image/png")}
             response = client.session.post(client.base + "/v1/jobs", files=files, timeout=120,
                                            data={"params": json.dumps(TINY)})
             answers[kind].append((response.status_code, response.json()["detail"],

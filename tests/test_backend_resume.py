@@ -109,7 +109,7 @@ def test_the_jobs_of_one_image_are_found_by_its_bytes(tmp_path):
     import hashlib
 
     from tests.backend_helpers import png_bytes
-    from tests.conftest import draw_scene
+    from tests.scenes import draw_scene
 
     photo, other = png_bytes(draw_scene(60, 40)), png_bytes(draw_scene(50, 40))
     models = ModelSettings("tiny-test", "random", tmp_path / "models")

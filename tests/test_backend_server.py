@@ -38,8 +38,8 @@ from tests.backend_helpers import (
     subprocess_env,
     wait_for_status,
 )
-from tests.conftest import draw_scene
 from tests.crafted_images import flat_png, scan_bomb, webp_claiming
+from tests.scenes import draw_scene
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def test_stop_with_a_stale_record_touches_no_process(tmp_path):
 def test_stop_never_signals_a_non_positive_pid(tmp_path, monkeypatch, capsys, pid):
     # kill(-1, SIGTERM) would reach every process of the user, kill(0, …) our own group: the
     # test records the calls instead of making them.
-    from backend import cli
+    from clipascene_backend import cli
 
     signalled = []
     monkeypatch.setattr(cli.os, "kill", lambda *call: signalled.append(call))

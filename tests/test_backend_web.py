@@ -19,7 +19,7 @@ from PIL import Image
 
 from clipascene_backend.store import JobStore
 from tests.backend_helpers import REPO, TINY, start_server, submit, subprocess_env, wait_for_status
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 CHROMIUM = shutil.which("chromium")
 # In CI (CI=true) a missing Chromium fails these tests instead of skipping them.

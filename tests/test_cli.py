@@ -5,14 +5,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clipascene_core.cli.args import EXIT_INPUT, EXIT_WEIGHTS
 from clipascene_core.cli.commands import main
+from clipascene_core.errors import UserError
 from clipascene_core.io.frames import CanvasFrame
+from clipascene_core.scene.cluster import ClusterError
 from clipascene_core.sketch.strokes import read_svg
-
-TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
+from tests.tiny_models import TINY
 
 
 def run_cli(*args) -> int:
@@ -59,7 +61,7 @@ def test_missing_weights_exit_with_instructions(tmp_path, scene_png, capsys):
 def test_end_to_end_fidelity_row_on_the_tiny_model(tmp_path):
     """Issue 2's path: one region, the fidelity row only."""
     source = tmp_path / "wide.png"
-    from tests.conftest import draw_scene
+    from tests.scenes import draw_scene
 
     draw_scene(300, 120).save(source)
     out = tmp_path / "result"
@@ -140,3 +142,86 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path, scene_png, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("clipascene: "), err
     assert _files(tmp_path) == before
+
+
+def _failing(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+@pytest.mark.parametrize("raised, says", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                            "capacity of 7.6 GiB of which 1.2 GiB is free."), "(CUDA out of memory)"),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 8.9 GB, other allocations: 0 B)."),
+     "(MPS backend out of memory"),
+    (MemoryError(), "(MemoryError)"),
+    (ClusterError("the Ray worker running the matrix died 3 times; see the Ray logs."),
+     "died 3 times"),
+], ids=["cuda", "mps", "cpu", "cluster"])
+def test_a_named_runtime_failure_is_one_line_and_exit_1(tmp_path, scene_png, capsys, monkeypatch,
+                                                         raised, says):
+    import clipascene_core.scene.matrix as matrix_module
+
+    monkeypatch.setattr(matrix_module, "sketch_matrix", _failing(raised))
+    code = run_cli("sketch", str(scene_png), "--out", str(tmp_path / "out"), *TINY)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("clipascene: ") and says in lines[0]
+    if not isinstance(raised, ClusterError):
+        assert "ran out of memory" in lines[0] and "--strokes" in lines[0]
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line_and_exit_1(tmp_path, scene_png, capsys,
+                                                               monkeypatch):
+    import clipascene_core.cli.batch as batch_module
+
+    refusal = "cannot join the Ray cluster at 10.0.0.9:6379: no answer."
+    monkeypatch.setattr(batch_module, "connect", _failing(ClusterError(refusal)))
+    code = run_cli("batch", str(scene_png), "--out", str(tmp_path / "out"), "--ray", "10.0.0.9:6379",
+                   *TINY)
+    assert code == 1
+    assert capsys.readouterr().err.strip() == f"clipascene: {refusal}"
+
+
+@pytest.mark.parametrize("raised", [ValueError("a bug's message"),
+                                    RuntimeError("index 7 is out of bounds for dimension 0")])
+def test_any_other_failure_shows_its_traceback_and_exit_1(tmp_path, scene_png, capsys, monkeypatch,
+                                                          raised):
+    import clipascene_core.scene.matrix as matrix_module
+
+    monkeypatch.setattr(matrix_module, "sketch_matrix", _failing(raised))
+    code = run_cli("sketch", str(scene_png), "--out", str(tmp_path / "out"), *TINY)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "in run_sketch" in err
+    assert f"{type(raised).__name__}: {raised}" in err
+    assert err.strip().splitlines()[-1].startswith(f"clipascene: internal error ({type(raised).__name__})")
+
+
+def test_batch_fails_the_image_of_any_users_mistake_and_sketches_the_others(tmp_path, scene_png,
+                                                                          capsys, monkeypatch):
+    """Every UserError (a subclass batch never heard of too) fails its image, not the batch."""
+    import clipascene_core.cli.batch as batch_module
+
+    class NewMistake(UserError):
+        pass
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("bad.png", "good.png"):
+        (photos / name).write_bytes(scene_png.read_bytes())
+    sketched = []
+
+    def sketch_matrix(image, out, *args, **kwargs):
+        if out.name == "bad":
+            raise NewMistake("this photo cannot be sketched so.")
+        sketched.append(out.name)
+
+    monkeypatch.setattr(batch_module, "sketch_matrix", sketch_matrix)
+    assert run_cli("batch", str(photos), "--out", str(tmp_path / "out"), *TINY) == 1
+    captured = capsys.readouterr()
+    assert sketched == ["good"]
+    assert "1 sketched, 0 skipped (already done), 1 failed" in captured.out
+    assert "clipascene: bad.png failed: this photo cannot be sketched so." in captured.err

@@ -12,7 +12,6 @@ from clipascene_core.scene.compose import (
     cut_strokes,
     inside_outline,
     mask_outline,
-    outside_intervals,
     split_cubic,
     trim_to_frame,
 )
@@ -253,22 +252,26 @@ def test_cut_strokes_against_a_disc_mask_is_exact_and_complete():
     cut_count = whole_count = vanished = 0
     for index, curve in enumerate(curves):
         pieces = pieces_of[index]
-        intervals = outside_intervals(curve, polygons)
         crossings = crossing_parameters(curve, polygons)
         # (e) widths preserved, names 'NAME' when untouched, 'NAME.k' in order otherwise.
         assert all(cut.widths[piece] == strokes.widths[index] for piece in pieces)
-        if intervals == [(0.0, 1.0)]:
+        if [cut.names[piece] for piece in pieces] == [strokes.names[index]]:
             whole_count += 1
-            assert [cut.names[piece] for piece in pieces] == [strokes.names[index]]
             assert np.array_equal(cut.points[pieces[0]], curve)
+            intervals = [(0.0, 1.0)]
         else:
             cut_count += bool(pieces)
             vanished += not pieces
             assert [cut.names[piece] for piece in pieces] == [
                 f"{strokes.names[index]}.{k}" for k in range(len(pieces))
             ]
-        # The pieces are exactly the sub-curves of the reported outside intervals.
-        assert len(pieces) == len(intervals)
+            # Each piece runs between the curve's ends and its crossings of the outline.
+            ends = np.concatenate([[0.0], crossings, [1.0]])
+            piece_ends = np.array([cut.points[piece][[0, 3]] for piece in pieces]).reshape(-1, 2)
+            nearest = np.linalg.norm(piece_ends[:, None] - bezier(curve, ends)[None], axis=2).argmin(1)
+            intervals = [(t0, t1) for t0, t1 in ends[nearest].reshape(-1, 2).tolist()]
+        # The pieces are exactly the sub-curves between those parameters, in order.
+        assert [t0 for t0, _ in intervals] == sorted(t0 for t0, _ in intervals)
         for piece, (t0, t1) in zip(pieces, intervals, strict=True):
             assert 0.0 <= t0 < t1 <= 1.0
             np.testing.assert_allclose(cut.points[piece], split_cubic(curve, t0, t1), atol=1e-9)

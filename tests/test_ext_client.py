@@ -19,7 +19,7 @@ from clipascene_ext.client import Backend, BackendError  # noqa: E402
 from PIL import Image, ImageDraw
 
 from tests.backend_helpers import free_port, module_server, processes_with
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from clipascene_ext.style import StrokeStyle  # noqa: E402
 from ext_testing import RecordingBackend  # noqa: E402
 from PIL import Image
 
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 SVG_NS = "http://www.w3.org/2000/svg"
 

@@ -116,9 +116,7 @@ def picker(display):
             _unavailable(f"GTK 3 through PyGObject is not available: {error}")
     if not Gtk.init_check()[0]:
         _unavailable(f"GTK cannot open the display {display}")
-    if str(EXTENSION_DIR) not in sys.path:
-        sys.path.insert(0, str(EXTENSION_DIR))
-    from clipascene_ext import picker as module
+    from clipascene_ext import picker as module  # inkscape_ext is on pytest's pythonpath
 
     return module
 
@@ -479,7 +477,7 @@ def test_progress_moves_with_a_real_backend_during_the_fidelity_stage(picker, op
     from clipascene_ext.client import Backend
 
     from tests.backend_helpers import start_server
-    from tests.conftest import draw_scene
+    from tests.scenes import draw_scene
 
     server = start_server(tmp_path_factory.mktemp("picker-server"))
     try:

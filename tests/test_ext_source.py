@@ -18,7 +18,6 @@ import inkex  # noqa: E402
 from clipascene_ext.source import (  # noqa: E402
     jpeg_orientation,
     pixel_size,
-    selected_image,
     selected_images,
     selected_shapes,
     sniff_format,
@@ -91,6 +90,11 @@ def document(body: str, path: str | None = None):
 def image_tag(href: str, element_id: str = "photo", extra: str = "") -> str:
     return (f'<image id="{element_id}" x="10" y="10" width="100" height="80" '
             f'xlink:href="{href}" {extra}/>')
+
+
+def ids(sources) -> list:
+    """The ids of the images `selected_images` found, in its order."""
+    return [source.element.get("id") for source in sources]
 
 
 class HeaderTests(unittest.TestCase):
@@ -172,7 +176,7 @@ class EmbeddedImageTests(unittest.TestCase):
         for mime, data, kind, extension in samples:
             with self.subTest(kind=kind):
                 svg = document(image_tag(data_uri(mime, data)))
-                source = selected_image(svg, [svg.getElementById("photo")])
+                (source,) = selected_images(svg, [svg.getElementById("photo")])
                 self.assertEqual((source.format, source.data), (kind, data))
                 self.assertEqual(source.filename, f"photo.{extension}")
                 self.assertIs(source.element, svg.getElementById("photo"))
@@ -184,7 +188,7 @@ class EmbeddedImageTests(unittest.TestCase):
         text = base64.b64encode(data).decode("ascii").rstrip("=")
         wrapped = "\n   ".join(text[i:i + 50] for i in range(0, len(text), 50))
         svg = document(image_tag(f"data:image/jpeg;base64,\n   {wrapped}\n"))
-        source = selected_image(svg, [svg.getElementById("photo")])
+        (source,) = selected_images(svg, [svg.getElementById("photo")])
         self.assertEqual((source.format, source.pixel_width, source.pixel_height, source.data),
                          ("PNG", 9, 7, data))
 
@@ -193,19 +197,19 @@ class EmbeddedImageTests(unittest.TestCase):
         svg = document(f'<g id="layer" inkscape:groupmode="layer"><g id="group"><rect id="r" '
                        f'width="5" height="5"/>{image_tag(uri)}</g></g>')
         svg.selection.set("photo")
-        self.assertEqual(selected_image(svg, svg.selection).element.get("id"), "photo")
+        self.assertEqual(ids(selected_images(svg, svg.selection)), ["photo"])
         for container in ("group", "layer"):
             with self.subTest(container=container):
-                source = selected_image(svg, [svg.getElementById(container)])
-                self.assertEqual(source.element.get("id"), "photo")
+                self.assertEqual(ids(selected_images(svg, [svg.getElementById(container)])), ["photo"])
+        # The photo, and the group holding it: one image, once.
         both = [svg.getElementById("r"), svg.getElementById("photo"), svg.getElementById("group")]
-        self.assertEqual(selected_image(svg, both).element.get("id"), "photo")
+        self.assertEqual(ids(selected_images(svg, both)), ["photo"])
 
 
 class SelectionErrorTests(unittest.TestCase):
     def assert_abort(self, svg, elements, *fragments):
         with self.assertRaises(inkex.AbortExtension) as caught:
-            selected_image(svg, elements)
+            selected_images(svg, elements)
         message = str(caught.exception)
         for fragment in fragments:
             self.assertIn(fragment, message)
@@ -222,12 +226,8 @@ class SelectionErrorTests(unittest.TestCase):
         self.assert_abort(svg, [svg.getElementById("empty")], "not a bitmap image")
 
     def test_several_images(self):
-        uri = data_uri("image/png", png_bytes(4, 4))
-        svg = document(f'<g id="two">{image_tag(uri, "a")}{image_tag(uri, "b")}</g>')
-        self.assert_abort(svg, [svg.getElementById("a"), svg.getElementById("b")],
-                          "2 images are selected")
-        self.assert_abort(svg, [svg.getElementById("two")], "2 images are selected")
         # Sketch Image takes them all, in selection order, each with its own bytes and size.
+        uri = data_uri("image/png", png_bytes(4, 4))
         other = data_uri("image/png", png_bytes(6, 2))
         svg = document(f'<g id="two">{image_tag(uri, "a")}{image_tag(other, "b")}</g>')
         sources = selected_images(svg, [svg.getElementById("b"), svg.getElementById("two")])
@@ -242,7 +242,7 @@ class SelectionErrorTests(unittest.TestCase):
                        '<text id="words">no</text>')
         chosen = [svg.getElementById(name) for name in ("layer", "outline", "drawn", "words", "c")]
         self.assertEqual([shape.get("id") for shape in selected_shapes(chosen)], ["outline", "c", "e"])
-        self.assertEqual(selected_image(svg, chosen).element.get("id"), "photo")
+        self.assertEqual(ids(selected_images(svg, chosen)), ["photo"])
 
     def test_unsupported_formats(self):
         gif = b"GIF89a" + struct.pack("<HH", 4, 4) + bytes(30)
@@ -278,7 +278,8 @@ class LinkedImageTests(unittest.TestCase):
 
     def load(self, href: str, extra: str = "", document_path: str | None = None):
         svg = document(image_tag(href, extra=extra))
-        return selected_image(svg, [svg.getElementById("photo")], document_path)
+        (source,) = selected_images(svg, [svg.getElementById("photo")], document_path)
+        return source
 
     def check(self, source):
         self.assertEqual(source.data, self.data)
@@ -303,7 +304,7 @@ class LinkedImageTests(unittest.TestCase):
 
     def test_document_file_when_no_document_path_is_given(self):
         svg = document(image_tag("pictures dir/my photo.png"), path=self.document_path)
-        self.check(selected_image(svg, [svg.getElementById("photo")], None))
+        self.check(*selected_images(svg, [svg.getElementById("photo")], None))
 
     def test_file_url_with_non_ascii_name(self):
         picture = self.folder / "pictures dir" / "фото été.png"
@@ -322,17 +323,17 @@ class LinkedImageTests(unittest.TestCase):
             rewritten = os.path.relpath(self.picture, other)
             self.assertTrue(rewritten.startswith(".."))
             svg = document(image_tag(rewritten))
-            self.check(selected_image(svg, [svg.getElementById("photo")], self.document_path,
-                                      input_path=str(copy)))
+            self.check(*selected_images(svg, [svg.getElementById("photo")], self.document_path,
+                                        input_path=str(copy)))
             # The user's own link (relative to the document) works beside such a copy too.
             svg = document(image_tag("pictures dir/my photo.png"))
-            self.check(selected_image(svg, [svg.getElementById("photo")], self.document_path,
-                                      input_path=str(copy)))
+            self.check(*selected_images(svg, [svg.getElementById("photo")], self.document_path,
+                                        input_path=str(copy)))
             # A missing file is named as the user wrote it, not as Inkscape rewrote it.
             svg = document(image_tag(os.path.relpath(self.folder / "pictures dir" / "gone.png", other)))
             with self.assertRaises(inkex.AbortExtension) as caught:
-                selected_image(svg, [svg.getElementById("photo")], self.document_path,
-                               input_path=str(copy))
+                selected_images(svg, [svg.getElementById("photo")], self.document_path,
+                                input_path=str(copy))
             message = str(caught.exception)
             self.assertIn("file pictures dir/gone.png was not found", message)
             self.assertIn(str(self.folder), message)

@@ -19,7 +19,7 @@ from clipascene_ext import photo  # noqa: E402
 from clipascene_ext.importer import build_layer, insert_layer, preview_svg, replace_strokes  # noqa: E402
 from clipascene_ext.mask import mask_png  # noqa: E402
 from clipascene_ext.placement import pixel_to_document  # noqa: E402
-from clipascene_ext.source import selected_image, selected_shapes  # noqa: E402
+from clipascene_ext.source import selected_images, selected_shapes  # noqa: E402
 from clipascene_ext.style import PHOTO, StrokeStyle, option_color  # noqa: E402
 from ext_testing import png_from  # noqa: E402
 
@@ -205,7 +205,7 @@ class PerStrokeWidthTests(unittest.TestCase):
 class ChangeAbstractionKeepsStyleTests(unittest.TestCase):
     def test_chosen_and_hand_applied_styles_survive_a_swap(self):
         svg = photo_document()
-        source = selected_image(svg, [svg.getElementById("photo")])
+        (source,) = selected_images(svg, [svg.getElementById("photo")])
         pixels = photo.decode(source.data)
         transform = pixel_to_document(source.element, source.pixel_width, source.pixel_height)
         chosen = StrokeStyle(PHOTO, width_scale=2.0, opacity=0.8, taper=True)
@@ -274,7 +274,7 @@ class MaskTests(unittest.TestCase):
         svg.getElementById("layer1").append(inkex.Rectangle.new(0, 0, 20, 20))
         square = svg.getElementById("layer1")[-1]
         square.set("transform", "translate(110,40) rotate(90) translate(-10,-10)")
-        source = selected_image(svg, [svg.getElementById("photo")])
+        (source,) = selected_images(svg, [svg.getElementById("photo")])
         chosen = [svg.getElementById("circle"), square, svg.getElementById("ring")]
         self.assertEqual(len(selected_shapes(chosen)), 3)
         mask = decode_grey_png(mask_png(selected_shapes(chosen), source))
@@ -296,7 +296,7 @@ class MaskTests(unittest.TestCase):
 
     def test_a_shape_beside_the_photo_gives_no_mask(self):
         svg = photo_document('<rect id="far" x="170" y="80" width="10" height="10"/>')
-        source = selected_image(svg, [svg.getElementById("photo")])
+        (source,) = selected_images(svg, [svg.getElementById("photo")])
         self.assertIsNone(mask_png([svg.getElementById("far")], source))
 
 

@@ -15,7 +15,7 @@ from clipascene_core.sketch.fidelity import FidelityCell, FidelityTask, loss_ter
 from clipascene_core.sketch.losses import gradnorm_weights, mean_abs_gradient
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
 from clipascene_core.sketch.targets import TargetBank
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 
 @pytest.fixture(scope="module")

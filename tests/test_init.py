@@ -9,7 +9,7 @@ from clipascene_core.sketch.seeding import (
     sample_seeds,
     xdog_edges,
 )
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 
 def square_image():

@@ -22,7 +22,7 @@ from lxml import etree
 
 from clipascene_core.cli import inkscape_install as extension_installer
 from tests.backend_helpers import free_port, module_server, processes_with
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG_NS = "http://www.w3.org/2000/svg"

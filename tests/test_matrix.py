@@ -16,19 +16,8 @@ from clipascene_core.io.records import Manifest
 from clipascene_core.scene.compose import inside_outline, mask_outline
 from clipascene_core.sketch.render import bezier_samples
 from clipascene_core.sketch.strokes import SVG_NS, read_svg
-from tests.tiny_models import save_tiny_split_models
-
-TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
-
-
-def photo(path, width=200, height=140):
-    """A small object (dark disc) on a textured light background: it gets re-framed."""
-    rng = np.random.default_rng(0)
-    pixels = (200 + 40 * rng.random((height, width, 3))).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    ImageDraw.Draw(image).ellipse((70, 45, 120, 95), fill=(20, 30, 40))
-    image.save(path)
-    return path
+from tests.scenes import small_object_photo
+from tests.tiny_models import TINY, save_tiny_split_models
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +25,7 @@ def matrix(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix")
     models = save_tiny_split_models(folder / "models")
     out = folder / "out"
-    code = main(["sketch", str(photo(folder / "photo.png")), "--out", str(out), *TINY,
+    code = main(["sketch", str(small_object_photo(folder / "photo.png")), "--out", str(out), *TINY,
                  "--layers", "2,8", "--rows", "2", "--strokes", "12", "--iterations", "12",
                  "--row-steps", "8", "--models-dir", str(models)])
     assert code == 0
@@ -215,7 +204,7 @@ def test_svgs_render_in_an_independent_renderer_like_our_png(matrix):
 
 def test_fallbacks_are_announced_in_manifest_and_output(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["sketch", str(photo(tmp_path / "photo.png")), "--out", str(out), *TINY,
+    code = main(["sketch", str(small_object_photo(tmp_path / "photo.png")), "--out", str(out), *TINY,
                  "--layers", "4", "--rows", "1", "--strokes", "8", "--iterations", "2",
                  "--row-steps", "2", "--models-dir", str(tmp_path / "empty")])
     assert code == 0
@@ -229,7 +218,7 @@ def test_fallbacks_are_announced_in_manifest_and_output(tmp_path, capsys):
 
 
 def test_user_mask_and_no_split(tmp_path):
-    source = photo(tmp_path / "photo.png")
+    source = small_object_photo(tmp_path / "photo.png")
     mask = Image.new("L", (200, 140), 0)
     ImageDraw.Draw(mask).rectangle((10, 10, 60, 60), fill=255)
     mask.save(tmp_path / "mask.png")

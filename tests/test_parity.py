@@ -29,7 +29,7 @@ from clipascene_core.sketch.mlps import LocationMLP
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map, xdog_edges
 from clipascene_core.sketch.simplicity import RowCandidate, RowStart, SimplicityColumn, SimplicityRowTask
 from clipascene_core.sketch.targets import TargetBank
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 CPU = torch.device("cpu")
 

@@ -17,7 +17,7 @@ from clipascene_core.sketch.engine import cell_layer_losses, render_batch
 from clipascene_core.sketch.fidelity import FidelityCell, train_fidelity
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
 from clipascene_core.sketch.targets import TargetBank
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 CPU = torch.device("cpu")
 

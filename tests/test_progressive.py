@@ -9,8 +9,8 @@ from clipascene_core.cli.commands import main
 from clipascene_core.config import make_config
 from clipascene_core.sketch.column import ColumnChain
 from clipascene_core.sketch.progressive import DRAFT_FRACTION, draft_config
-from tests.test_matrix import TINY, photo
-from tests.tiny_models import save_tiny_split_models
+from tests.scenes import small_object_photo
+from tests.tiny_models import TINY, save_tiny_split_models
 
 MATRIX = ["--layers", "2,8", "--rows", "2", "--strokes", "8", "--iterations", "20", "--row-steps", "10"]
 
@@ -20,7 +20,7 @@ def runs(tmp_path_factory):
     """The same matrix with drafts and without, and the cells each run wrote, in order."""
     folder = tmp_path_factory.mktemp("progressive")
     models = save_tiny_split_models(folder / "models")
-    image = photo(folder / "photo.png")
+    image = small_object_photo(folder / "photo.png")
     results = {}
     for flag in ("--progressive", "--no-progressive"):
         out = folder / flag.strip("-")
@@ -80,7 +80,7 @@ def test_every_cell_is_drafted_before_any_is_final(tmp_path):
     events = []
     config = config_for("preview", layers=(2, 8), simplicity_rows=2, strokes=6, iterations=10,
                         simplicity_steps=10, split=False, progressive=True)
-    manifest = sketch_matrix(photo(tmp_path / "photo.png"), tmp_path / "out", config, encoder,
+    manifest = sketch_matrix(small_object_photo(tmp_path / "photo.png"), tmp_path / "out", config, encoder,
                              on_event=events.append)
     cells = [(event.cell.row, event.cell.layer, event.cell.draft) for event in events
              if isinstance(event, CellEvent)]

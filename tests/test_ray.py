@@ -31,7 +31,7 @@ from tests.backend_helpers import (  # noqa: E402
     submit,
     wait_for_status,
 )
-from tests.conftest import draw_scene  # noqa: E402
+from tests.scenes import draw_scene  # noqa: E402
 
 #: Four cells over several seconds on a Ray worker: one column, three simplicity rows.
 ROWS_JOB = {"preset": "preview", "layers": [2], "rows": 3, "strokes": 4, "iterations": 2,

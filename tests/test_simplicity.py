@@ -11,14 +11,17 @@ from clipascene_core.sketch.mlps import SimplifyMLP
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
 from clipascene_core.sketch.simplicity import SimplicityColumn, ratio_schedule, zscore_choice
 from clipascene_core.sketch.targets import TargetBank
-from tests.conftest import draw_scene
+from tests.scenes import draw_scene
 
 
-def test_ratio_schedule_halves_by_delta():
-    ratios = ratio_schedule(4.0, 0.5, 8)
-    assert len(ratios) == 8 and ratios[0] == 4.0
-    assert ratios[2] == pytest.approx(4.0 * 2 ** -1.0)
-    assert ratios[7] == pytest.approx(4.0 * 2 ** -3.5)
+def test_ratio_schedule_halves_the_ratio_every_one_over_delta_rows():
+    # By hand: with delta 0.5 the ratio halves every second row, a factor sqrt(2) a row.
+    assert ratio_schedule(4.0, 0.5, 5) == pytest.approx([4.0, 2.8284271, 2.0, 1.4142136, 1.0])
+    # With delta 0.25, every fourth row: 3, 1.5, 0.75 in rows 1, 5 and 9.
+    assert ratio_schedule(3.0, 0.25, 9)[::4] == pytest.approx([3.0, 1.5, 0.75])
+    # The first row gets the ratio given; each later one a lower ratio: fewer strokes.
+    ratios = ratio_schedule(0.37, 0.9, 8)
+    assert ratios[0] == 0.37 and np.all(np.diff(ratios) < 0)
 
 
 def test_delta_table_per_region_and_layer():
@@ -51,9 +54,17 @@ def test_kept_strokes_are_the_most_probable_in_play():
     assert int(keep.sum()) == round(expected) >= 4
 
 
-def test_zscore_choice_balances_the_losses():
-    assert zscore_choice([[1.0, 5.0], [2.0, 1.0], [3.0, 0.5]]) in (1, 2)
-    assert zscore_choice([[1.0, 1.0], [2.0, 2.0]]) == 0
+def test_zscore_choice_weighs_each_loss_by_its_own_spread():
+    # (CLIP loss, sparsity loss) of three candidates. Worked by hand: the z-scores of the first
+    # column are -0.98, 1.37, -0.39 and of the second 1.41, -0.82, -0.59; their sums 0.43,
+    # 0.56, -0.99 choose the third, the balanced one. The lowest raw sum (13, the second), the
+    # lowest CLIP loss (the first) and the lowest sparsity (the second) are not it.
+    candidates = [[1.0, 30.0], [3.0, 10.0], [1.5, 12.0]]
+    assert zscore_choice(candidates) == 2
+    # A loss's unit does not matter: the sparsity counted ten times larger chooses the same.
+    assert zscore_choice([[clip, 10 * sparsity] for clip, sparsity in candidates]) == 2
+    # A loss that is the same for every candidate decides nothing (and divides by no zero).
+    assert zscore_choice([[2.0, 7.0], [1.0, 7.0], [3.0, 7.0]]) == 1
 
 
 @pytest.fixture(scope="module")

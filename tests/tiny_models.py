@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: The options of a `clipascene` run on the tiny random CLIP, without a progress bar.
+TINY = ["--clip-model", "tiny-test", "--weights", "random", "--quiet"]
+
 
 def save_tiny_u2net(path: Path) -> Path:
     """An ONNX file shaped like rembg's u2net.onnx: input (1, 3, 320, 320), outputs d0..d6 of shape

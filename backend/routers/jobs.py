@@ -14,9 +14,9 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Upload
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from clipascene_core.config import ConfigError
-from clipascene_core.io.images import ImageInputError, load_image
+from clipascene_core.io.images import load_image
 from clipascene_core.io.records import Layout
+from clipascene_core.models.clip import WeightsError
 
 from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
 from ..health import missing_clip_weights
@@ -57,7 +57,7 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
                                  "would run; restart the backend (its log says why).")
     missing = missing_clip_weights(settings.models)
     if missing:  # refused now rather than failed when a worker tries to load CLIP
-        raise HTTPException(409, missing)
+        raise WeightsError(missing)
     data = await read_upload(image, "image", settings)
     mask_data = await read_upload(mask, "mask", settings) if mask is not None else None
     try:
@@ -77,8 +77,6 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
                              for item in error.errors())
         raise HTTPException(422, f"invalid params: {problems}") from None
-    except ConfigError as error:
-        raise HTTPException(422, f"invalid params: {error}") from None
     checked = await _checked(data)
     if mask_data is not None:
         drawn = await _checked(mask_data, "mask")
@@ -245,9 +243,5 @@ def _check_image(data: bytes, what: str = "image") -> dict:
     """Validate an upload (the image, or the `what` part) by content (format, size,
     integrity) -> its suffix and upright size."""
     suffixes = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
-    try:
-        image = load_image(data)
-    except ImageInputError as error:
-        message = str(error) if what == "image" else f"the {what} cannot be used: {error}"
-        raise HTTPException(error.http_status, message) from None
+    image = load_image(data, None if what == "image" else f"the {what} cannot be used")
     return {"suffix": suffixes[image.format], "width": image.width, "height": image.height}

@@ -12,7 +12,7 @@ from clipascene_core import __version__
 from ..deps import ExecutorDep, SettingsDep, StoreDep, WorkersDep
 from ..health import weights_report
 from ..schemas import API_VERSION, Health, WorkerState
-from ..store import STORAGE_ERRORS, storage_problem
+from ..storage import STORAGE_ERRORS, storage_problem
 
 WEB_PAGE = Path(__file__).parent.parent / "web" / "index.html"
 

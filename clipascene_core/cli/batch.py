@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..config import ConfigError, SketchConfig, config_dict
-from ..io.images import ImageInputError, load_image
+from ..errors import UserError
+from ..io.images import load_image
 from ..io.outputs import claim_output_folder
 from ..io.records import MatrixEvent, NoticeEvent, OutputFolder, ProgressEvent
-from ..models.clip import WeightsError, default_threads, load_clip
+from ..models.clip import default_threads, load_clip
 from ..scene.cluster import (
     ClusterError,
     RemoteMatrix,
@@ -27,15 +28,15 @@ from ..scene.cluster import (
     default_gpus,
 )
 from ..scene.matrix import sketch_matrix
-from ..scene.split import MaskInputError
 from ..sketch.engine import Cancelled
 from .args import EXIT_CANCELLED, check_out, config_from_args, device_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Matrices in flight on a cluster at once (Ray queues what does not fit its resources).
 MAX_IN_FLIGHT = 64
-#: What fails one image and not the batch.
-IMAGE_ERRORS = (ImageInputError, ConfigError, MaskInputError, WeightsError, ClusterError, OSError)
+#: What fails one image and not the batch: the user's mistakes (its image, ...), a cluster that
+#: cannot run it, a disk that cannot hold its results.
+IMAGE_ERRORS = (UserError, ClusterError, OSError)
 
 
 def find_images(inputs: list[Path]) -> list[Path]:

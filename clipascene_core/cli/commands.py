@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
+
+import torch
 
 from ..config import ConfigError
 from ..errors import UserError
 from ..io.images import load_image
 from ..models.clip import WeightsError, default_threads, load_clip
+from ..models.downloads import DownloadError
+from ..scene.cluster import ClusterError
 from ..scene.split import load_user_mask
 from ..version import __version__
 from . import doctor, inkscape_install, models_command
@@ -113,6 +118,27 @@ def run_sketch(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Runtime failures whose message says what happened and what to do: one line each. A device
+#: this machine lacks is a parameter error before this (`args.device_from_args`: a ConfigError).
+NAMED_FAILURES = (ClusterError, DownloadError)
+#: How the allocators say it when a device runs out of memory: CUDA's torch.OutOfMemoryError,
+#: MPS's and the CPU allocator's plain RuntimeError, Python's MemoryError.
+OUT_OF_MEMORY = ("out of memory", "not enough memory")
+
+
+def failure_line(error: Exception) -> str | None:
+    """The one line for a runtime failure the user can act on; None for anything else (a bug:
+    shown with its traceback)."""
+    if isinstance(error, NAMED_FAILURES):
+        return str(error)
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+            isinstance(error, RuntimeError) and any(words in str(error) for words in OUT_OF_MEMORY)):
+        said = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]
+        return (f"the sketch ran out of memory ({said}); close what else uses the device's "
+                "memory, or ask for less: fewer --strokes or --layers, or --device cpu.")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -135,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # e.g. the disk of --out filled up during the run
         print(f"clipascene: cannot write the results: {error}", file=sys.stderr)
         return EXIT_INPUT
-    except RuntimeError as error:
-        print(f"clipascene: {error}", file=sys.stderr)
+    except Exception as error:
+        line = failure_line(error)
+        if line is None:  # a bug: everything a report needs
+            traceback.print_exc()
+            line = f"internal error ({type(error).__name__}); the traceback above says where."
+        print(f"clipascene: {line}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command}")
     return EXIT_INPUT

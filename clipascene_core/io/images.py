@@ -92,16 +92,17 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 _QUARTER_TURNS = (5, 6, 7, 8)
 
 
-def load_image(source: str | Path | bytes) -> InputImage:
+def load_image(source: str | Path | bytes, label: str | None = None) -> InputImage:
     """Open a user's image (a file, or its bytes), checked by content (PNG, JPEG or WebP),
     turned upright as its EXIF orientation says, composited on white.
 
     Everything that can be checked from the header (format, size, aspect ratio, the memory
     the decoded pixels take) is checked before any pixel is decoded. Raises `ImageInputError`
-    with a one-line message for anything we cannot sketch (prefixed with the file's path).
+    with a one-line message for anything we cannot sketch, prefixed with the file's path (or
+    with `label`, e.g. "the mask cannot be used", for bytes).
     """
     if isinstance(source, bytes):
-        where, data = "", source
+        where, data = (f"{label}: " if label else ""), source
     else:
         path = Path(source)
         where = f"{path}: "

@@ -345,19 +345,6 @@ def _interval_midpoints(curve: np.ndarray, crossings: np.ndarray) -> np.ndarray:
     return _bezier(curve, 0.5 * (breaks[:-1] + breaks[1:]))
 
 
-def outside_intervals(curve: np.ndarray, polygons: list[np.ndarray]) -> list[tuple[float, float]]:
-    """Parameter intervals [t0, t1] of a (4, 2) cubic's maximal runs outside the outline.
-
-    Exactly the intervals `cut_strokes` turns into pieces (in order, tiny ones dropped):
-    the pieces are `split_cubic(curve, t0, t1)`; [(0.0, 1.0)] means the curve is untouched.
-    """
-    curve = np.asarray(curve, dtype=np.float64).reshape(4, 2)
-    starts, ends = _edges(polygons)
-    crossings = _crossings(curve, starts, ends)
-    outside = ~_inside(_interval_midpoints(curve, crossings), starts, ends)
-    return _outside_runs(curve, crossings, outside)
-
-
 def cut_strokes(strokes: StrokeSet, polygons: list[np.ndarray]) -> StrokeSet:
     """The parts of each stroke outside the outline, as a new stroke set in the same frame.
 

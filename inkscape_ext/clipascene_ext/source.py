@@ -77,16 +77,6 @@ def selected_images(svg, selection_elements, document_path: str | None = None,
     return [_source(image, document_path, input_path) for image in images]
 
 
-def selected_image(svg, selection_elements, document_path: str | None = None,
-                   input_path: str | None = None) -> ImageSource:
-    """The one bitmap image in the selection (see `selected_images`); AbortExtension if several."""
-    images = selected_images(svg, selection_elements, document_path, input_path)
-    if len(images) > 1:
-        raise inkex.AbortExtension(
-            f"{len(images)} images are selected: select only the one photo to sketch.")
-    return images[0]
-
-
 def selected_shapes(selection_elements) -> list:
     """The selected vector shapes (paths, rectangles, circles, ellipses, polygons, lines, also
     inside selected groups that hold no image): what the user drew as the object mask."""
