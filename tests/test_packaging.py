@@ -24,7 +24,7 @@ import requests
 from lxml import etree
 
 from tests.backend_helpers import free_port, module_server
-from tests.test_inkscape_e2e import QUICK, profile, sketch_with
+from tests.inkscape_helpers import QUICK, profile, sketch_with
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The repository's folders and the names they install under.
