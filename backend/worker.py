@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from clipascene_core.errors import UserError
 from clipascene_core.io.images import load_image
@@ -28,6 +26,7 @@ from clipascene_core.sketch.engine import Cancelled
 
 from .estimate import MEASURE_FROM_FRACTION, speed_key
 from .params import JobParams
+from .settings import ModelSettings
 from .store import STORAGE_ERRORS, Job, JobStore, disk_trouble, storage_problem
 
 logger = logging.getLogger(__name__)
@@ -43,19 +42,6 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 #: A worker whose job has reported nothing for this long is reported as stuck.
 STUCK_AFTER_S = 900.0
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    clip_model: str = "ViT-B-32"
-    weights: str = "openai"
-    models_dir: Path | None = None
-    #: "auto" (bfloat16 where the device has it natively), "fp32" or "bf16".
-    precision: str = "auto"
-
-    @property
-    def identity(self) -> str:
-        return f"{self.clip_model}:{self.weights}:{self.precision}"
 
 
 class Worker(threading.Thread):
