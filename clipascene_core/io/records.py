@@ -3,10 +3,10 @@
 The matrix pipeline (`scene/matrix.py`'s `sketch_matrix`) writes an `OutputFolder` holding a
 `Manifest` with one `CellRecord` per finished cell, and reports `MatrixEvent`s while it works;
 the backend's worker stores the same `CellRecord`s and a `Progress` per job, and its API serves
-them (backend/schemas.py declares the HTTP models apart, by hand: a change of a record's
-fields is to be made there too). Each record reads and writes
-its JSON form (`to_dict` / `from_dict`), so manifest.json, the job store and the Ray
-transport carry one schema, spelled here and nowhere else.
+them (backend/schemas.py builds its HTTP models from these records' fields, or carries the
+record itself; tests/test_api_records.py holds the models written out to them). Each record
+reads and writes its JSON form (`to_dict` / `from_dict`), so manifest.json, the job store and
+the Ray transport carry one schema, spelled here and nowhere else.
 """
 
 from __future__ import annotations
