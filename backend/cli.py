@@ -16,9 +16,9 @@ from pathlib import Path
 from clipascene_core import __version__
 from clipascene_core.models.clip import add_model_arguments
 
-from .executors import EXECUTORS, ExecutorSettings
+from .executors import EXECUTORS
 from .logs import setup_logging
-from .worker import ModelSettings
+from .settings import ExecutorSettings, ModelSettings
 
 logger = logging.getLogger("backend")
 DEFAULT_PORT = 8765

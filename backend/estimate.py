@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from clipascene_core.config import StepCounts
+
 #: Seconds per cell-step of ViT-B/32 when nothing has been measured on a device of this type.
 DEFAULT_SECONDS_PER_STEP = {"cpu": 0.7, "cuda": 0.03, "mps": 0.2}
 #: A job's speed is recorded from this fraction of its steps on (and at its end): before,
@@ -25,16 +27,7 @@ def speed_key(device: str, model_identity: str) -> str:
     return f"seconds_per_step:{device}:{model_identity}"
 
 
-def total_steps(steps: dict) -> int:
-    """The cell-steps of a run, from config.step_counts' {"fidelity": {region: {layer:
-    steps}}, "row_steps", "rows", "seeds"}: every fidelity sketch and its chain of simplicity
-    rows, once per seed."""
-    chain = steps["rows"] * steps["row_steps"]
-    per_seed = sum(count + chain for region in steps["fidelity"].values() for count in region.values())
-    return per_seed * max(len(steps["seeds"]), 1)
-
-
-def estimate(measured: object, device: str, steps: dict) -> tuple[float, str]:
+def estimate(measured: object, device: str, steps: StepCounts) -> tuple[float, str]:
     """(seconds, "measured" or "default"): the run time of a job of `steps` on `device`, from
     the `measured` seconds per cell-step (the stored value, None when there is none)."""
     if isinstance(measured, (int, float)) and math.isfinite(measured) and measured > 0:
@@ -42,4 +35,4 @@ def estimate(measured: object, device: str, steps: dict) -> tuple[float, str]:
     else:
         default = DEFAULT_SECONDS_PER_STEP["cpu"]
         rate, kind = DEFAULT_SECONDS_PER_STEP.get(device.split(":")[0], default), "default"
-    return round(total_steps(steps) * rate, 1), kind
+    return round(steps.cell_steps * rate, 1), kind

@@ -10,7 +10,6 @@ worker does. A slot thread per job that may run at once claims jobs from the sto
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from clipascene_core.io.records import StageEvent
 from clipascene_core.scene.cluster import (
@@ -22,25 +21,13 @@ from clipascene_core.scene.cluster import (
 )
 
 from .params import JobParams
+from .settings import ExecutorSettings, ModelSettings
 from .store import Job, JobStore
-from .worker import ModelSettings, Worker
+from .worker import Worker
 
 EXECUTORS = ("local", "ray")
 #: Most jobs a daemon keeps on a cluster at once (one slot thread each).
 MAX_RAY_JOBS = 64
-
-
-@dataclass(frozen=True)
-class ExecutorSettings:
-    kind: str = "local"
-    #: The cluster: "auto" (the one this machine has joined), an address "HOST:PORT", or
-    #: None (start a Ray runtime on this machine: packing jobs onto its own GPUs).
-    ray_address: str | None = None
-    #: GPUs per job (0.25: four jobs share a GPU; 0: CPU only); None: 1 where the cluster has
-    #: GPUs, else 0.
-    gpus_per_job: float | None = None
-    #: Jobs on the cluster at once; None: as many as fit its resources at the start.
-    max_jobs: int | None = None
 
 
 def jobs_that_fit(total: dict, gpus_per_job: float) -> int:

@@ -9,7 +9,7 @@ from clipascene_core.models.downloads import verify
 from clipascene_core.models.weights import WEIGHTS, WeightsFile
 from clipascene_core.paths import models_dir
 
-from .worker import ModelSettings
+from .settings import ModelSettings
 
 
 def _clip_state(models: ModelSettings, folder: Path) -> str:

@@ -5,23 +5,23 @@ Shared by the jobs routes (status, events) and the cells routes (matrix, cell fi
 
 from __future__ import annotations
 
-from clipascene_core.config import step_counts
 from clipascene_core.io.records import CellRecord
 
 from .estimate import estimate, speed_key
-from .params import JobParams
 from .schemas import CellReady, ImageInfo, JobInfo, ProgressInfo
 from .settings import Settings
 from .store import Job, JobStore
 
 
-def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
-    """A job not yet claimed by a worker is shown for the first device ("auto" resolves by it)."""
+def job_info(store: JobStore, job: Job, settings: Settings,
+             cells: list[CellRecord] | None = None) -> JobInfo:
+    """A job as stored (its run facts were resolved when it was submitted or claimed; a job
+    not yet claimed is shown for the first device). cells: the job's cells if already read."""
     device = job.device or settings.devices[0]
-    config = JobParams(**job.params).to_config(torch_device_type(device))
-    steps = step_counts(config)
+    steps = job.facts.preset.steps
+    cells = store.cells(job.id) if cells is None else cells
     progress = ProgressInfo(**job.progress.to_dict(),
-                            cells_done=sum(not cell.draft for cell in store.cells(job.id)),
+                            cells_done=sum(not cell.draft for cell in cells),
                             cells_total=job.layout.cells_total)
     # A queued job may keep the progress of an interrupted run: its estimate replaces it.
     if job.status == "queued" or (job.status == "running" and progress.eta_s is None):
@@ -32,7 +32,7 @@ def job_info(store: JobStore, job: Job, settings: Settings) -> JobInfo:
         finished=job.finished, progress=progress, error=job.error, notices=job.notices,
         params=job.params, image=ImageInfo(name=job.image_name, width=job.width, height=job.height),
         device=device if job.status == "queued" else job.device,
-        preset={"requested": config.preset_requested, "ran": config.preset, "steps": steps},
+        preset=job.facts.preset,
     )
 
 
@@ -47,11 +47,3 @@ def cell_ready(job: Job, cell: CellRecord) -> CellReady:
     return CellReady(id=job.id, row=cell.row, column=column, layer=cell.layer,
                      strokes=cell.strokes, urls=urls, draft=cell.draft)
 
-
-def torch_device_type(device: str) -> str:
-    """"cuda:1" -> "cuda"; "auto" -> what PyTorch finds here."""
-    if device == "auto":
-        from clipascene_core.models.clip import resolve_device
-
-        return resolve_device("auto").type
-    return device.split(":")[0]

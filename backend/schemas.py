@@ -1,10 +1,20 @@
-"""The API's response models: the OpenAPI schema at /docs is generated from these."""
+"""The API's response models: the OpenAPI schema at /docs is generated from these.
+
+Where a model carries a record of the core (clipascene_core.io.records, config.StepCounts),
+it is built from the record's fields (`record_fields`) or holds the record itself (a
+dataclass pydantic validates and serializes as the record's own JSON form): a field added to
+a record is in the API at once, and tests/test_api_records.py holds the rest to them.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
+
+from clipascene_core.io.records import CellRecord, Preset, Progress
 
 #: The HTTP API's version, told in /v1/health. Raise it with a change that breaks a client (a
 #: field, endpoint or event removed or changed in meaning), together with the extension's
@@ -12,19 +22,35 @@ from pydantic import BaseModel
 API_VERSION = 1
 
 
-class ProgressInfo(BaseModel):
-    stage: str | None = None
-    fraction: float = 0.0
-    steps_done: int | None = None
-    steps_total: int | None = None
-    eta_s: float | None = None
+def record_fields(record: type, *names: str) -> dict[str, Any]:
+    """The pydantic field definitions (type, default) of a dataclass record's fields: all of
+    them, or those named, in the record's order."""
+    hints = typing.get_type_hints(record)
+    chosen = {}
+    for item in dataclasses.fields(record):
+        if names and item.name not in names:
+            continue
+        if item.default is not dataclasses.MISSING:
+            default = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=item.default_factory)
+        else:
+            default = ...
+        chosen[item.name] = (hints[item.name], default)
+    return chosen
+
+
+#: A job's progress: its run's `Progress`, an estimate before the run has one, and its cells.
+ProgressInfo = create_model(
+    "ProgressInfo", **record_fields(Progress),
     #: For a job whose run has not reported its own ETA yet (queued, or preprocessing), eta_s
     #: is an estimate of its run time (not counting jobs ahead of it in the queue): its
     #: cell-steps times the seconds per cell-step "measured" by this daemon's jobs on the
     #: device, or a "default" for the device type when none has run there yet.
-    estimate: Literal["measured", "default"] | None = None
-    cells_done: int = 0
-    cells_total: int = 0
+    estimate=(Literal["measured", "default"] | None, None),
+    cells_done=(int, 0),
+    cells_total=(int, 0),
+)
 
 
 class ProgressUpdate(ProgressInfo):
@@ -34,17 +60,13 @@ class ProgressUpdate(ProgressInfo):
     status: str
 
 
-class CellReady(BaseModel):
-    """The server-sent event `cell`: a cell is finished, with its place and its URLs."""
+class CellReady(create_model("CellFields", **record_fields(CellRecord, "row", "column", "layer",
+                                                             "strokes", "draft"))):
+    """The server-sent event `cell`: a cell is finished (or a draft: the same cell arrives
+    again, final, when the training reaches it), with its place, stroke counts and URLs."""
 
     id: str
-    row: int
-    column: int
-    layer: int
-    strokes: dict[str, int]
     urls: dict[str, str]
-    #: A draft: the same cell arrives again, final (draft false), when the training reaches it.
-    draft: bool = False
 
 
 class JobEnded(BaseModel):
@@ -79,8 +101,9 @@ class JobInfo(BaseModel):
     image: ImageInfo
     #: Where the job runs (or ran); for a queued job, the device its preset and estimate are for.
     device: str | None
-    #: The preset that runs (or ran) on this job's device: {"requested", "ran", "steps"}.
-    preset: dict
+    #: The preset that runs (or ran) on this job's device, and its steps (resolved when the
+    #: job was submitted, or claimed by a device of another type).
+    preset: Preset
 
 
 class Submitted(BaseModel):

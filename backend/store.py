@@ -28,6 +28,8 @@ from typing import Any
 
 from clipascene_core.io.records import CellRecord, Layout, OutputFolder, Progress
 
+from .facts import RunFacts, stored_facts
+from .migrations import upgrade
 from .storage import STORAGE_ERRORS, _disk_full, damaged_database, storage_problem
 
 FINAL = ("done", "failed", "cancelled")
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',
     notices TEXT NOT NULL DEFAULT '[]',
     device TEXT,
-    layout TEXT
+    layout TEXT,
+    facts TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key);
@@ -92,7 +95,8 @@ def valid_job_id(job_id: str) -> bool:
 @dataclass
 class Job:
     """A job's record. layout: the shape of its matrix, fixed when it was submitted (a later
-    change of the presets does not reshape an old job); progress: as its run last reported."""
+    change of the presets does not reshape an old job); facts: what its run is (backend.facts),
+    resolved at submission; progress: as its run last reported."""
 
     id: str
     key: str
@@ -112,6 +116,7 @@ class Job:
     notices: list
     device: str | None
     layout: Layout
+    facts: RunFacts
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -121,6 +126,7 @@ class Job:
         values["notices"] = json.loads(values["notices"])
         values["cancel_requested"] = bool(values["cancel_requested"])
         values["layout"] = Layout.from_dict(json.loads(values["layout"]))
+        values["facts"] = RunFacts.from_dict(json.loads(values["facts"]))
         return cls(**values)
 
 
@@ -141,7 +147,7 @@ class JobStore:
             with self._connect() as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.executescript(_SCHEMA)
-                _add_layouts(connection)
+                upgrade(connection, set(Job.__dataclass_fields__), self.jobs_dir)
                 check = connection.execute("PRAGMA quick_check").fetchone()[0]
                 columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
                 cell_columns = {row["name"] for row in connection.execute("PRAGMA table_info(cells)")}
@@ -217,17 +223,19 @@ class JobStore:
     # --- jobs ----------------------------------------------------------------------------
 
     def submit(self, key: str, params: dict, layout: Layout, image_name: str, image_bytes: bytes,
-               suffix: str, width: int, height: int,
-               mask: tuple[bytes, str] | None = None) -> tuple[Job, bool]:
+               suffix: str, width: int, height: int, mask: tuple[bytes, str] | None = None,
+               facts: RunFacts | None = None) -> tuple[Job, bool]:
         """Create a queued job, or return the existing job with the same key.
 
-        layout: the shape of the job's matrix, as its parameters give it now.
+        layout: the shape of the job's matrix, as its parameters give it now; facts: what its
+        run will be (by default as on a CPU; a job queued again gets them anew).
         mask: the user's drawn object mask and its suffix, kept beside the image.
 
         Returns (job, cached): cached when the existing job is used as it is. A failed or
         cancelled job with the same key is queued again, and a job being cancelled goes on
         (its worker queues it again if it has already stopped): neither is a cache hit.
         """
+        facts = facts or stored_facts(params, "cpu")
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -240,8 +248,8 @@ class JobStore:
                     elif job.status in ("failed", "cancelled"):
                         connection.execute(
                             "UPDATE jobs SET status='queued', error=NULL, cancel_requested=0, "
-                            "attempts=0, created=?, progress='{}', notices='[]' WHERE id=?",
-                            (time.time(), job.id))
+                            "attempts=0, created=?, progress='{}', notices='[]', facts=? WHERE id=?",
+                            (time.time(), json.dumps(facts.to_dict()), job.id))
                     job = Job.from_row(connection.execute(
                         "SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
                     connection.execute("COMMIT")
@@ -255,9 +263,9 @@ class JobStore:
                     (folder / f"{USER_MASK}{mask[1]}").write_bytes(mask[0])
                 connection.execute(
                     "INSERT INTO jobs (id, key, status, params, image_name, image_file, width, height,"
-                    " created, layout) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                    " created, layout, facts) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, key, json.dumps(params), image_name, image_file, width, height,
-                     time.time(), json.dumps(layout.to_dict())))
+                     time.time(), json.dumps(layout.to_dict()), json.dumps(facts.to_dict())))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -318,10 +326,11 @@ class JobStore:
         return job
 
     def update(self, job_id: str, **fields: Any) -> None:
-        """Set fields of a job's record (progress: a Progress)."""
-        if "progress" in fields:
-            fields["progress"] = fields["progress"].to_dict()
-        encoded = {key: json.dumps(value) if key in ("progress", "notices", "params") else value
+        """Set fields of a job's record (progress: a Progress; facts: RunFacts)."""
+        for record in ("progress", "facts"):
+            if record in fields:
+                fields[record] = fields[record].to_dict()
+        encoded = {key: json.dumps(value) if key in ("progress", "notices", "params", "facts") else value
                    for key, value in fields.items()}
         assignments = ", ".join(f"{key}=?" for key in encoded)
         with self._connect() as connection:
@@ -432,26 +441,3 @@ class JobStore:
                           (job_id,))
         return [CellRecord.from_dict(json.loads(row["data"])) for row in rows]
 
-
-def _add_layouts(connection: sqlite3.Connection) -> None:
-    """Give a store made before layouts were recorded its `layout` column, each old job the
-    layout its parameters had (the layout rules have not changed since). One transaction; a
-    database that is not a job store is left as it is (the caller says so)."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
-        if "layout" not in columns and set(Job.__dataclass_fields__) - {"layout"} <= columns:
-            from .params import JobParams
-
-            connection.execute("ALTER TABLE jobs ADD COLUMN layout TEXT")
-            for row in connection.execute("SELECT id, params FROM jobs").fetchall():
-                try:
-                    layout = Layout.of(JobParams(**json.loads(row["params"])).to_config())
-                except (ValueError, TypeError):  # parameters no longer valid: it cannot run
-                    layout = Layout(1, (), False)
-                connection.execute("UPDATE jobs SET layout=? WHERE id=?",
-                                   (json.dumps(layout.to_dict()), row["id"]))
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise

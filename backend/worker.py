@@ -5,58 +5,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-from clipascene_core.errors import UserError
 from clipascene_core.io.images import load_image
-from clipascene_core.io.records import (
-    CellEvent,
-    Manifest,
-    MatrixEvent,
-    NoticeEvent,
-    Progress,
-    ProgressEvent,
-    StageEvent,
-)
+from clipascene_core.io.records import Manifest
 from clipascene_core.models.clip import ClipEncoder, load_clip
 from clipascene_core.models.precision import planned_choice
-from clipascene_core.scene.cluster import ClusterError
 from clipascene_core.scene.resume import sketch_resumable
-from clipascene_core.sketch.engine import Cancelled
 
-from .estimate import MEASURE_FROM_FRACTION, speed_key
+from .jobrun import JobRun
 from .params import JobParams
-from .storage import STORAGE_ERRORS, disk_trouble, storage_problem
+from .settings import ModelSettings
+from .storage import STORAGE_ERRORS, storage_problem
 from .store import Job, JobStore
 
 logger = logging.getLogger(__name__)
 
-#: Errors caused by the job's input or the machine's set-up: their message is for the user.
-#: Failures shown to the user as theirs (or the cluster's) to fix; anything else is an
-#: internal error, logged with its traceback.
-USER_ERRORS = (UserError, ClusterError)
-#: Progress is written to the store at most this often (cells are written at once).
-PROGRESS_INTERVAL_S = 0.5
 #: Back-off between tries while the job store cannot be read or written (a full disk, …).
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 #: A worker whose job has reported nothing for this long is reported as stuck.
 STUCK_AFTER_S = 900.0
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    clip_model: str = "ViT-B-32"
-    weights: str = "openai"
-    models_dir: Path | None = None
-    #: "auto" (bfloat16 where the device has it natively), "fp32" or "bf16".
-    precision: str = "auto"
-
-    @property
-    def identity(self) -> str:
-        return f"{self.clip_model}:{self.weights}:{self.precision}"
 
 
 class Worker(threading.Thread):
@@ -174,82 +143,5 @@ class Worker(threading.Thread):
                              should_stop=should_stop, image_name=job.image_name)
 
     def process(self, job: Job) -> None:
-        logger.info("job %s: started on %s (attempt %d)", job.id, self.device, job.attempts)
-        started = time.time()
-        last_write = 0.0
-        notices: list[str] = []
-
-        def report(seconds_per_step: float | None = None, **fields) -> None:
-            """Record `fields` of the job, and the device's measured `seconds_per_step` (the
-            estimates of queued jobs use it)."""
-            # Progress and notices are worth a try, not a failed job: the next one may get through.
-            try:
-                self.store.update(job.id, **fields)
-                if seconds_per_step is not None:
-                    self.store.set_meta(speed_key(self.device, self.models.identity), seconds_per_step)
-            except STORAGE_ERRORS as error:
-                logger.warning("job %s: progress not recorded: %s", job.id, error)
-
-        def on_event(event: MatrixEvent) -> None:
-            nonlocal last_write
-            self.last_sign = time.monotonic()
-            match event:
-                case NoticeEvent(text=text):
-                    notices.append(text)
-                    report(notices=notices)
-                case CellEvent(cell=cell):
-                    self.store.add_cell(job.id, cell)
-                case StageEvent(stage=stage):
-                    report(progress=Progress(stage))
-                case ProgressEvent() if time.time() - last_write >= PROGRESS_INTERVAL_S:
-                    last_write = time.time()
-                    elapsed = time.time() - started
-                    fraction = event.fraction
-                    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-                    report(progress=Progress(
-                        event.stage, round(fraction, 4), event.steps_done, event.steps_total,
-                        round(eta, 1) if eta is not None else None,
-                    ), seconds_per_step=(elapsed / event.steps_done
-                                         if fraction >= MEASURE_FROM_FRACTION else None))
-
-        def should_stop() -> bool:
-            self.last_sign = time.monotonic()
-            if self.stopping.is_set():
-                return True
-            try:
-                return self.store.cancel_requested(job.id)
-            except STORAGE_ERRORS:
-                return False  # asked again at the next step
-
-        def end(status: str, error: str | None = None) -> None:
-            self.persist(lambda: self.store.finish(job.id, status, error),
-                         f"record the end of job {job.id}")
-
-        try:
-            # The cells of an earlier, interrupted run of the job stay listed (and importable):
-            # the run resumes after them (clipascene_core.scene.resume).
-            manifest = self.run_matrix(job, on_event, should_stop)
-        except Cancelled:
-            if self.stopping.is_set() and not self.store.cancel_requested(job.id):
-                # Shutting down, not cancelled by a user: run it again at the next start.
-                self.store.update(job.id, status="queued", attempts=max(job.attempts - 1, 0))
-                logger.info("job %s: interrupted by shutdown; queued again", job.id)
-            elif self.persist(lambda: self.store.end_cancelled(job.id), f"cancel job {job.id}"):
-                logger.info("job %s: cancelled", job.id)
-            else:
-                logger.info("job %s: submitted again while it was being cancelled; queued", job.id)
-            return
-        except USER_ERRORS as error:
-            end("failed", str(error))
-            logger.warning("job %s: failed: %s", job.id, error)
-            return
-        except Exception as error:  # the daemon survives any job; the reason goes to the job
-            logger.exception("job %s: internal error", job.id)
-            end("failed", storage_problem(error, self.store.data_dir) if disk_trouble(error)
-                else f"internal error: {type(error).__name__}: {error}")
-            return
-        steps = manifest.timings["steps"]
-        report(progress=Progress("done", 1.0, steps, steps, 0),
-               seconds_per_step=(time.time() - started) / max(steps, 1))
-        end("done")
-        logger.info("job %s: done in %.1f s", job.id, time.time() - started)
+        """Run `job` here and record how it went (backend.jobrun)."""
+        JobRun(self, job).run()

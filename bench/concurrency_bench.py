@@ -33,7 +33,7 @@ def start(out: Path, policy: str) -> subprocess.Popen:
 
 def speed(out: Path) -> float:
     timings = OutputFolder(out).read_manifest().timings
-    return timings["steps"] / timings["training_s"]
+    return timings.steps / timings.training_s
 
 
 def measure(policy: str, together: int) -> list[float]:

@@ -52,12 +52,12 @@ def run_matrix(encoder, config, out: Path) -> dict:
         manifest = sketch_matrix(SAMPLE, out, config, encoder, models_dir=Path(models),
                                  on_event=on_event)
     timings = manifest.timings
-    draft_steps = manifest.drafts["steps"] if manifest.drafts else 0
+    draft_steps = manifest.drafts.steps if manifest.drafts else 0
     return {"wall": time.perf_counter() - begin, "first": first["seconds"],
-            "first_steps": first["steps"] - draft_steps, "steps": timings["steps"],
+            "first_steps": first["steps"] - draft_steps, "steps": timings.steps,
             "draft_steps": draft_steps, "drafted": drafted.get("seconds"),
-            "preparation": timings["preparation_s"],
-            "training": timings["training_s"] + timings.get("drafts_s", 0.0),
+            "preparation": timings.preparation_s,
+            "training": timings.training_s + timings.drafts_s,
             "notices": manifest.notices}
 
 

@@ -232,19 +232,51 @@ def region_label(name: str) -> str:
     return "foreground" if name == "object" else name
 
 
-def step_counts(config: SketchConfig, regions: Iterable[str] | None = None) -> dict:
-    """The training steps a run makes, for the user: per region (by its label) and layer the
-    fidelity steps, the steps per simplicity row, and the seeds each sketch is tried with.
-    regions: those the run sketches; by default those the configuration plans."""
+def region_name(label: str) -> str:
+    """The engine's name of a region the user calls `label` (region_label's inverse)."""
+    return "object" if label == "foreground" else label
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """The training steps a run makes, for the user: per region (by its label) and layer (as
+    a string, the JSON key) the fidelity steps, the steps per simplicity row, the rows, and
+    the seeds each sketch is tried with."""
+
+    fidelity: dict[str, dict[str, int]]
+    row_steps: int
+    rows: int
+    seeds: tuple[int, ...]
+
+    @property
+    def cell_steps(self) -> int:
+        """The cell-steps of the run: every fidelity sketch and its chain of simplicity rows,
+        once per seed."""
+        chain = self.rows * self.row_steps
+        per_seed = sum(count + chain for region in self.fidelity.values() for count in region.values())
+        return per_seed * max(len(self.seeds), 1)
+
+    def to_dict(self) -> dict:
+        return {"fidelity": {region: dict(layers) for region, layers in self.fidelity.items()},
+                "row_steps": self.row_steps, "rows": self.rows, "seeds": list(self.seeds)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> StepCounts:
+        return cls({str(region): {str(layer): int(steps) for layer, steps in layers.items()}
+                    for region, layers in values["fidelity"].items()},
+                   int(values["row_steps"]), int(values["rows"]),
+                   tuple(int(seed) for seed in values["seeds"]))
+
+
+def step_counts(config: SketchConfig, regions: Iterable[str] | None = None) -> StepCounts:
+    """The training steps a run of `config` makes. regions: those the run sketches (names or
+    labels); by default those the configuration plans."""
     if regions is None:
         regions = ("background", "object") if config.split else ("scene",)
-    return {
-        "fidelity": {region_label(region): {str(layer): config.fidelity_iterations(region, layer)
-                                            for layer in config.layers} for region in regions},
-        "row_steps": config.simplicity_steps,
-        "rows": config.simplicity_rows,
-        "seeds": list(config.seeds),
-    }
+    return StepCounts(
+        {region_label(region): {str(layer): config.fidelity_iterations(region_name(region), layer)
+                                for layer in config.layers} for region in regions},
+        config.simplicity_steps, config.simplicity_rows, tuple(config.seeds))
 
 
 def config_dict(config: SketchConfig) -> dict:

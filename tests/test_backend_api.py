@@ -17,10 +17,12 @@ from clipascene_backend.routers.service import WEB_PAGE
 from clipascene_backend.schemas import (
     EVENTS,
     CellInfo,
+    CellReady,
     Health,
     JobInfo,
     MatrixInfo,
     ProgressInfo,
+    ProgressUpdate,
     Submitted,
 )
 from clipascene_backend.settings import Settings
@@ -242,15 +244,18 @@ def test_event_stream_of_a_finished_job_replays_its_cells_and_ends_with_done(ser
 def test_the_web_page_follows_every_kind_of_event():
     """Adding an event kind to the stream without the page handling it fails here."""
     page = WEB_PAGE.read_text()
-    listened = set()
+    listened = set(re.findall(r'stream\.addEventListener\("(\w+)"', page))
     for listing in re.findall(r"for \(const kind of \[([^\]]*)\]\)\s*\{?\s*stream\.addEventListener", page):
         listened |= set(re.findall(r'"(\w+)"', listing))
     assert listened == set(EVENTS)
 
 
 #: The web page's variables that hold API data, and the models their fields come from.
-PAGE_DATA = {"job": (JobInfo, Submitted), "p": (ProgressInfo,), "matrix": (MatrixInfo,),
-             "cell": (CellInfo,), "c": (CellInfo,), "health": (Health,)}
+#: The page's variables and the models their data comes from (`cell` is a matrix cell or a
+#: `cell` event's data, `p` a job's progress or a `progress` event's).
+PAGE_DATA = {"job": (JobInfo, Submitted), "p": (ProgressInfo, ProgressUpdate),
+             "matrix": (MatrixInfo,), "cell": (CellInfo, CellReady), "c": (CellInfo,),
+             "health": (Health,)}
 
 
 def test_the_web_page_reads_only_fields_the_api_declares():

@@ -6,9 +6,19 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from clipascene_backend.facts import RunFacts, resolve_facts
 from clipascene_backend.params import JobParams
 from clipascene_backend.store import JobStore
-from clipascene_core.io.records import CellRecord, Layout, Manifest, OutputFolder
+from clipascene_core.config import StepCounts, make_config, step_counts
+from clipascene_core.io.records import (
+    CellRecord,
+    Drafts,
+    Layout,
+    Manifest,
+    OutputFolder,
+    Preset,
+    Timings,
+)
 
 #: A cell and a manifest as schema 1 wrote them: no `pieces`, no `preset`, no schema_version.
 SCHEMA_1_CELL = {"row": 0, "layer": 8, "column": 0, "strokes": {"scene": 12},
@@ -63,16 +73,29 @@ def test_cell_files_are_named_once(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["cells_done"] == 0
 
 
-def test_a_store_made_before_layouts_were_recorded_gets_them(tmp_path):
+def test_a_store_made_before_layouts_and_run_facts_were_recorded_gets_them(tmp_path):
+    """Each old job gets its layout and run facts: those its manifest records when its run
+    wrote one (here: a GPU run whose split fell back to one scene), else its parameters'."""
     store = JobStore(tmp_path)
-    params = JobParams(preset="preview", layers=[2, 11], rows=3)
-    job, _ = store.submit("key", params.canonical(), Layout(4, (2, 11), True), "a.png", b"png",
+    params = JobParams(preset="auto", layers=[2, 11], rows=3).canonical()
+    queued, _ = store.submit("queued", params, Layout(4, (2, 11), True), "a.png", b"png", ".png",
+                             10, 10)
+    ran, _ = store.submit("ran", {**params, "seed": 3}, Layout(4, (2, 11), True), "b.png", b"png",
                           ".png", 10, 10)
+    preset = Preset("auto", "standard", StepCounts({"scene": {"2": 1500, "11": 1500}}, 400, 3, (3,)))
+    store.out_dir(ran.id).mkdir(parents=True)
+    store.results(ran.id).path(OutputFolder.MANIFEST).write_text(json.dumps(Manifest(
+        layers=[2, 11], rows=4, regions=["scene"], model={"device": "cuda:0"},
+        preset=preset).to_dict()))
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as connection:
-        connection.execute("ALTER TABLE jobs DROP COLUMN layout")  # as an earlier version made it
-    reopened = JobStore(tmp_path).get(job.id)
-    assert reopened.layout == Layout(4, (2, 11), True)
-    assert reopened.params == job.params
+        for column in ("layout", "facts"):  # as an earlier version made it
+            connection.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    reopened = JobStore(tmp_path)
+    old = reopened.get(queued.id)
+    assert old.layout == Layout(4, (2, 11), True) and old.params == queued.params
+    assert old.facts == resolve_facts(params, "cpu")[0]
+    assert (old.facts.preset.ran, old.facts.regions) == ("preview", ("background", "foreground"))
+    assert reopened.get(ran.id).facts == RunFacts(preset, "cuda", ("scene",))
 
 
 def test_a_manifest_reads_back_as_written():
@@ -81,3 +104,34 @@ def test_a_manifest_reads_back_as_written():
                                           {"background": 4}, {})])
     again = Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
     assert again == manifest and again.cells_total == 4
+
+
+def test_presets_step_counts_timings_and_drafts_keep_their_json_keys():
+    """The typed records write manifest.json and the API as the dicts before them did."""
+    config = make_config("auto", device_type="cpu", seed=2, layers=(2, 8), simplicity_rows=1)
+    preset = Preset.of(config, ["background", "object"])
+    assert preset.to_dict() == {
+        "requested": "auto", "ran": "preview",
+        "steps": {"fidelity": {"background": {"2": 500, "8": 500},
+                               "foreground": {"2": 500, "8": 500}},
+                  "row_steps": 100, "rows": 1, "seeds": [2]}}
+    timings = Timings(preparation_s=1.5, drafts_s=0.5, training_s=3.0, total_s=5.0, steps=40)
+    manifest = Manifest(layers=[2, 8], rows=2, regions=["background", "foreground"],
+                        preset=preset, timings=timings, drafts=Drafts(0.1, 8))
+    written = json.loads(json.dumps(manifest.to_dict()))
+    assert written["timings"] == {"preparation_s": 1.5, "drafts_s": 0.5, "training_s": 3.0,
+                                  "total_s": 5.0, "steps": 40}
+    assert written["drafts"] == {"fraction": 0.1, "steps": 8}
+    assert Manifest.from_dict(written) == manifest
+    # Labels or engine names, the regions count the same steps; the cell-steps add up.
+    assert step_counts(config, ["background", "foreground"]) == preset.steps
+    assert preset.steps.cell_steps == 4 * (500 + 1 * 100)
+
+
+def test_timings_and_presets_written_by_earlier_versions_still_read():
+    """Timings before drafts had no drafts_s; a schema-1 manifest has no preset at all."""
+    old = {**SCHEMA_1, "timings": {"preparation_s": 2.0, "training_s": 8.0, "total_s": 10.0,
+                                   "steps": 30}}
+    manifest = Manifest.from_dict(old)
+    assert manifest.timings == Timings(2.0, 0.0, 8.0, 10.0, 30)
+    assert manifest.preset is None and manifest.to_dict()["preset"] == {}

@@ -29,10 +29,9 @@ REVALIDATE = {"Cache-Control": "no-cache"}
 def matrix(job: JobDep, store: StoreDep) -> MatrixInfo:
     layout = job.layout
     ready = {(cell.row, cell.layer): cell for cell in store.cells(job.id)}
-    folder = store.results(job.id)
-    # Planned as two regions, a run falls back to one when it finds no object: its manifest says.
-    manifest = folder.read_manifest()
-    regions = manifest.regions if manifest is not None else layout.planned_regions()
+    # Planned as two regions, a run falls back to one when it finds no object: its worker
+    # records the regions sketched in the job's facts.
+    regions = list(job.facts.regions)
     cells = []
     for row in range(layout.rows):
         for column, layer in enumerate(layout.layers):
@@ -41,7 +40,7 @@ def matrix(job: JobDep, store: StoreDep) -> MatrixInfo:
                                   draft=cell is not None and cell.draft,
                                   strokes=cell.strokes if cell else None,
                                   urls=cell_ready(job, cell).urls if cell else None))
-    has_mask = folder.path(OutputFolder.MASK).is_file()
+    has_mask = store.results(job.id).path(OutputFolder.MASK).is_file()
     return MatrixInfo(id=job.id, status=job.status, rows=layout.rows, layers=list(layout.layers),
                       regions=regions, split=regions != ["scene"],
                       cells_done=sum(not cell.draft for cell in ready.values()),

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from clipascene_core.io.images import load_image
-from clipascene_core.io.records import Layout
 from clipascene_core.models.clip import WeightsError
 
 from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
+from ..facts import resolve_facts, torch_device_type
 from ..health import missing_clip_weights
 from ..jobs_view import cell_ready, job_info
 from ..params import JobParams, job_key
@@ -72,7 +72,7 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
     try:
         job_params = JobParams(**decoded)
-        config = job_params.to_config()
+        job_params.to_config()  # refused here with its sentence, before the upload is read
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
                              for item in error.errors())
@@ -86,15 +86,24 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
                                      "draw the mask at the image's size.")
     name = Path(image.filename or "image").name[:200]
     key = job_key(data, job_params, settings.models.identity, mask_data)
-    job, cached = store.submit(key, job_params.canonical(), Layout.of(config), name, data,
-                               checked["suffix"], checked["width"], checked["height"],
-                               mask=(mask_data, drawn["suffix"]) if mask_data is not None else None)
-    _image_digest(store, job.id, data)
+    job, cached, progress = await asyncio.to_thread(
+        _store_job, store, settings, key, job_params.canonical(), name, data, checked,
+        (mask_data, drawn["suffix"]) if mask_data is not None else None)
     wake.set()
-    progress = job_info(store, job, settings).progress
     return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached,
                                   eta_s=progress.eta_s, estimate=progress.estimate).model_dump(),
                         status_code=200 if cached else 202)
+
+
+def _store_job(store, settings, key: str, params: dict, name: str, data: bytes, checked: dict,
+               mask: tuple[bytes, str] | None):
+    """Store a submission (run in a thread: the store is SQLite) -> (job, cached, progress).
+    Its run facts are resolved here, once, for the first device ("auto" resolves by it)."""
+    facts, layout = resolve_facts(params, torch_device_type(settings.devices[0]))
+    job, cached = store.submit(key, params, layout, name, data, checked["suffix"],
+                               checked["width"], checked["height"], mask=mask, facts=facts)
+    _image_digest(store, job.id, data)
+    return job, cached, job_info(store, job, settings).progress
 
 
 @router.get("/v1/jobs", response_model=list[JobInfo])
@@ -219,7 +228,10 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
 def _read_job(store, settings, job_id: str):
     """What an event stream needs of a job (read once a poll for all its streams)."""
     job = store.get(job_id)
-    return None if job is None else (job, store.cells(job_id), job_info(store, job, settings))
+    if job is None:
+        return None
+    cells = store.cells(job_id)
+    return job, cells, job_info(store, job, settings, cells)
 
 
 def _sse(kind: str, data: BaseModel) -> str:

@@ -3,21 +3,22 @@
 The matrix pipeline (`scene/matrix.py`'s `sketch_matrix`) writes an `OutputFolder` holding a
 `Manifest` with one `CellRecord` per finished cell, and reports `MatrixEvent`s while it works;
 the backend's worker stores the same `CellRecord`s and a `Progress` per job, and its API serves
-them (backend/schemas.py declares the HTTP models apart, by hand: a change of a record's
-fields is to be made there too). Each record reads and writes
-its JSON form (`to_dict` / `from_dict`), so manifest.json, the job store and the Ray
-transport carry one schema, spelled here and nowhere else.
+them (backend/schemas.py builds its HTTP models from these records' fields, or carries the
+record itself; tests/test_api_records.py holds the models written out to them). Each record
+reads and writes its JSON form (`to_dict` / `from_dict`), so manifest.json, the job store and
+the Ray transport carry one schema, spelled here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SketchConfig
+from ..config import SketchConfig, StepCounts, step_counts
 
 #: Version of manifest.json's layout: 2 added `preset`, per-layer losses, expected stroke
 #: counts, `pieces` beside `strokes`, `model.precision` and this field.
@@ -111,6 +112,63 @@ class OutputFolder:
             return None
 
 
+@dataclass(frozen=True)
+class Preset:
+    """The preset of a run: the one asked for ("auto" included), the one that runs, and its
+    training steps (`StepCounts`)."""
+
+    requested: str
+    ran: str
+    steps: StepCounts
+
+    @classmethod
+    def of(cls, config: SketchConfig, regions: Iterable[str] | None = None) -> Preset:
+        """The preset `config` runs, sketching `regions` (by default those it plans)."""
+        return cls(config.preset_requested, config.preset, step_counts(config, regions))
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "ran": self.ran, "steps": self.steps.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preset:
+        return cls(str(values["requested"]), str(values["ran"]), StepCounts.from_dict(values["steps"]))
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long a finished run took, in seconds, and its training steps (the draft pass's
+    included). A figure an earlier version did not write (`drafts_s`) reads as 0."""
+
+    preparation_s: float = 0.0
+    drafts_s: float = 0.0
+    training_s: float = 0.0
+    total_s: float = 0.0
+    steps: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Timings:
+        return cls(**_known(cls, values))
+
+
+@dataclass(frozen=True)
+class Drafts:
+    """The draft pass of a progressive run (sketch/progressive.py): the fraction of the
+    training steps it drew with, and its steps."""
+
+    fraction: float
+    steps: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Drafts:
+        return cls(float(values["fraction"]), int(values["steps"]))
+
+
 @dataclass
 class CellRecord:
     """One finished cell of the matrix.
@@ -156,7 +214,8 @@ class Manifest:
     image: dict = field(default_factory=dict)
     frame: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-    preset: dict = field(default_factory=dict)
+    #: None in a manifest written before schema 2.
+    preset: Preset | None = None
     preprocessing: dict = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
@@ -164,9 +223,9 @@ class Manifest:
     command: str = ""
     cells: list[CellRecord] = field(default_factory=list)
     grid: str | None = None
-    timings: dict | None = None
-    #: {"fraction", "steps"} of the draft pass when the run drew one (progressive.py).
-    drafts: dict | None = None
+    timings: Timings | None = None
+    #: The draft pass, when the run drew one.
+    drafts: Drafts | None = None
     kind: str = "clipascene-matrix"
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
@@ -187,7 +246,8 @@ class Manifest:
     def to_dict(self) -> dict:
         values: dict[str, Any] = {
             "kind": self.kind, "schema_version": self.schema_version, "image": self.image,
-            "frame": self.frame, "model": self.model, "preset": self.preset,
+            "frame": self.frame, "model": self.model,
+            "preset": self.preset.to_dict() if self.preset is not None else {},
             "layers": list(self.layers), "rows": self.rows, "regions": self.regions,
             "preprocessing": self.preprocessing, "notices": self.notices,
             "cells_total": self.cells_total, "cells_done": self.cells_done,
@@ -197,9 +257,9 @@ class Manifest:
         if self.grid is not None:
             values["grid"] = self.grid
         if self.timings is not None:
-            values["timings"] = self.timings
+            values["timings"] = self.timings.to_dict()
         if self.drafts is not None:
-            values["drafts"] = self.drafts
+            values["drafts"] = self.drafts.to_dict()
         return values
 
     @classmethod
@@ -209,6 +269,9 @@ class Manifest:
         known = _known(cls, values)
         known.setdefault("schema_version", 1)  # the first layout had no version field
         known["cells"] = [CellRecord.from_dict(cell) for cell in known.get("cells", [])]
+        known["preset"] = Preset.from_dict(known["preset"]) if known.get("preset") else None
+        known["timings"] = Timings.from_dict(known["timings"]) if known.get("timings") else None
+        known["drafts"] = Drafts.from_dict(known["drafts"]) if known.get("drafts") else None
         return cls(**known)
 
 

@@ -20,19 +20,22 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import SketchConfig, config_dict, region_label, step_counts
+from ..config import SketchConfig, config_dict, region_label
 from ..io.frames import Affine2D, CanvasFrame
 from ..io.images import InputImage, load_image, to_canvas_tensor
 from ..io.outputs import atomic_write_bytes, atomic_write_json, atomic_write_png
 from ..io.records import (
     CellEvent,
     CellRecord,
+    Drafts,
     Manifest,
     MatrixEvent,
     NoticeEvent,
     OutputFolder,
+    Preset,
     ProgressEvent,
     StageEvent,
+    Timings,
 )
 from ..models.clip import ClipEncoder
 from ..sketch.column import ColumnChain
@@ -329,8 +332,7 @@ def plan_matrix(
                "meaningful": encoder.info.meaningful, "device": str(device),
                "precision": encoder.precision,
                "precision_choice": encoder.precision_choice.to_dict()},
-        preset={"requested": config.preset_requested, "ran": config.preset,
-                "steps": step_counts(config, regions)},
+        preset=Preset.of(config, regions),
         layers=list(config.layers), rows=config.simplicity_rows + 1,
         regions=[region_label(name) for name in regions], preprocessing=split_info,
         notices=notices, parameters=config_dict(config), versions=versions(),
@@ -353,7 +355,7 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
         settings = draft_config(plan.config)
         drafts = draft_columns(plan.columns, settings, device)
         before = sum(column.steps for column in drafts)
-        plan.manifest.drafts = {"fraction": DRAFT_FRACTION, "steps": before}
+        plan.manifest.drafts = Drafts(DRAFT_FRACTION, before)
         plan.writer.drafting = True
         run_drafts(plan.encoder, plan.bank, drafts, settings, plan.writer.add,
                    lambda done, _total: emit(ProgressEvent("drafts", done, before + plan.steps)),
@@ -372,13 +374,13 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
     plan.writer.write_grid()
     manifest = plan.manifest
     manifest.grid = OutputFolder.GRID
-    manifest.timings = {
-        "preparation_s": round(prepared - plan.started, 3),
-        "drafts_s": round(drafted - prepared, 3),
-        "training_s": round(time.perf_counter() - drafted, 3),
-        "total_s": round(time.perf_counter() - plan.started, 3),
-        "steps": plan.steps,
-    }
+    manifest.timings = Timings(
+        preparation_s=round(prepared - plan.started, 3),
+        drafts_s=round(drafted - prepared, 3),
+        training_s=round(time.perf_counter() - drafted, 3),
+        total_s=round(time.perf_counter() - plan.started, 3),
+        steps=plan.steps,
+    )
     plan.writer.write_manifest()
     emit(StageEvent("done"))
     return manifest
