@@ -54,10 +54,12 @@ ProgressInfo = create_model(
 
 
 class ProgressUpdate(ProgressInfo):
-    """The server-sent event `progress`: the job's progress whenever it changes."""
+    """The server-sent event `progress`: the job's progress, status and notices whenever one
+    of them changes (a notice can come mid-run, e.g. a fallback the split took)."""
 
     id: str
     status: str
+    notices: list[str] = []
 
 
 class CellReady(create_model("CellFields", **record_fields(CellRecord, "row", "column", "layer",

@@ -239,6 +239,8 @@ def test_event_stream_of_a_finished_job_replays_its_cells_and_ends_with_done(ser
         assert set(data) == set(type(record).model_fields)
         if kind == "cell":
             assert data["urls"] == urls[(data["row"], data["column"])]
+        if kind == "progress":  # the job's notices travel with its progress (the picker's text)
+            assert data["notices"] == split_job["notices"]
 
 
 def test_the_web_page_follows_every_kind_of_event():

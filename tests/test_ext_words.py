@@ -123,3 +123,15 @@ def test_progress_events_move_the_job_and_cells_say_which_regions_the_run_has():
     assert state.status == "done" and state.progress["cells_done"] == 4 and "id" not in state.progress
     state.apply_cell(cell_event(0, 1, draft=False, regions=("scene",)))
     assert not state.split, "no object found: the run fell back to one region"
+
+
+def test_a_notice_that_comes_mid_run_reaches_the_picker_with_the_progress_event():
+    """The split's fallback is said while the job runs, not only after it ends."""
+    state = MatrixState()
+    state.apply_snapshot(*snapshot({}))
+    fallback = "No object was found: the image is sketched as one scene."
+    state.apply_progress({"id": "j", "status": "running", "stage": "fidelity", "fraction": 0.1,
+                          "notices": [fallback]})
+    assert state.job["notices"] == [fallback] and "notices" not in state.progress
+    state.apply_progress({"id": "j", "status": "running", "stage": "fidelity", "fraction": 0.2})
+    assert state.job["notices"] == [fallback], "an older backend's event keeps what was said"

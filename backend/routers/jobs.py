@@ -204,7 +204,7 @@ async def events(job: JobDep, request: Request, store: StoreDep, settings: Setti
                             sent_cells.add((cell.row, cell.layer, cell.draft))
                             yield _sse("cell", cell_ready(job, cell))
                     progress = ProgressUpdate(**info.progress.model_dump(), id=job_id,
-                                              status=job.status)
+                                              status=job.status, notices=job.notices)
                     if progress != sent_progress:
                         said = time.monotonic()
                         yield _sse("progress", progress)

@@ -79,10 +79,12 @@ class MatrixState:
         return replaced
 
     def apply_progress(self, update: dict) -> None:
-        """A `progress` event (ProgressUpdate: the job's progress and status)."""
+        """A `progress` event (ProgressUpdate: the job's progress, status and notices)."""
         self.job["status"] = update.get("status", self.status)
+        if "notices" in update:  # an older backend's event lacks them
+            self.job["notices"] = list(update["notices"])
         self.job["progress"] = {key: value for key, value in update.items()
-                                if key not in ("id", "status")}
+                                if key not in ("id", "status", "notices")}
 
     def apply_cell(self, cell: dict) -> set[tuple[int, int]]:
         """A `cell` event (CellReady: place, layer, strokes per region, URLs, draft)."""
