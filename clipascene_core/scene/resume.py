@@ -92,7 +92,7 @@ def _load(path: Path) -> dict | None:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         return None
-    except Exception as error:  # noqa: BLE001 - any damage means: not usable
+    except Exception as error:  # any damage means: not usable
         logger.warning("resuming: %s is damaged, ignored (%s)", path.name, error)
         return None
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
@@ -182,7 +182,7 @@ def _read_point(folder: OutputFolder, chain: ColumnChain, rows: int) -> Saved | 
             start["simplify_optimizer"], start["allowed"].numpy()))
         # Loads every state into the row's networks and optimisers: a mismatch shows here.
         SimplicityColumn(fidelity, chain.config, chain.device).row_tasks(row + 1, point.start)
-    except Exception as error:  # noqa: BLE001 - whatever does not fit is not usable
+    except Exception as error:  # whatever does not fit is not usable
         logger.warning("resuming: the checkpoint of %s L%d does not fit, ignored (%s)",
                        cell.region, cell.layer, error)
         return None
