@@ -264,6 +264,11 @@ class MatrixPlan:
     bank: TargetBank
     writer: MatrixWriter
     started: float
+    #: A resumed run's (resume.py): region sketches final before it, of cells still to
+    #: write, added before the final pass; and what to call with each final sketch after
+    #: the writer (its checkpoint).
+    restored: list[CellSketch] = field(default_factory=list)
+    checkpoint: Callable[[CellSketch], None] | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -363,13 +368,20 @@ def run_plan(plan: MatrixPlan, *, on_event: Callable[[MatrixEvent], None] | None
         plan.writer.end_drafts()
         drafted = time.perf_counter()
     emit(StageEvent("training"))
+    for sketch in plan.restored:
+        plan.writer.add(sketch)
     tasks = plan.tasks()
+
+    def settle(sketch: CellSketch) -> None:
+        plan.writer.add(sketch)
+        if plan.checkpoint is not None:
+            plan.checkpoint(sketch)
 
     def progress(report: Progress) -> None:
         emit(ProgressEvent(report.stage, before + report.steps_done, before + report.steps_total))
 
     Engine.for_config(plan.encoder, plan.bank, plan.config).run(
-        tasks, on_sketch=plan.writer.add, on_progress=progress, should_stop=should_stop,
+        tasks, on_sketch=settle, on_progress=progress, should_stop=should_stop,
         extra_steps=plan.steps - sum(task.total_steps for task in tasks))
     plan.writer.write_grid()
     manifest = plan.manifest

@@ -56,6 +56,10 @@ class Task(ABC):
     column: int = 0
     steps_done: int = 0
     done: bool = False
+    #: The task trains from the step after the shared augmentation stream's `draws` reach
+    #: this: a task resumed from a checkpoint (scene/resume.py) trains from the step the
+    #: checkpoint was taken after, and waits until then, as it trained in the run it resumes.
+    wake: int = 0
 
     @abstractmethod
     def parameters(self) -> list[nn.Parameter]:
@@ -267,7 +271,10 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             step += 1
-            active = self._active(tasks)
+            active = [task for task in self._active(tasks) if task.wake <= self.bank.draws]
+            if not active:  # every task of the column waits for a later step: draw nothing
+                self.bank.skip()
+                continue
             # One draw of augmentations per step, shared by every cell whatever the batching.
             grids, augmented = self.bank.draw()
             size = self.cells_per_batch or len(active)
@@ -331,14 +338,19 @@ class Engine:
         pending = [(task, sketch) for task, sketch in pending if sketch is not None]
         if not pending:
             return []
-        images = render_batch([sketch for _, sketch in pending], self.canvas_size, self.renderer)
-        empty = torch.empty(0, self.canvas_size, self.canvas_size, 2, device=images.device)
-        losses = cell_layer_losses(self.encoder, self.bank, images,
-                                   [(task.target, task.layers) for task, _ in pending], empty,
-                                   self.bank.no_augmentation())
+        # Batched as training is (cells_per_batch), so a cell's evaluation never depends on
+        # which other cells happen to be evaluated in the same step.
+        size = self.cells_per_batch or len(pending)
         finished = []
-        for (task, _), task_losses in zip(pending, losses, strict=True):
-            finished += task.record_eval(task_losses)
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            images = render_batch([sketch for _, sketch in batch], self.canvas_size, self.renderer)
+            empty = torch.empty(0, self.canvas_size, self.canvas_size, 2, device=images.device)
+            losses = cell_layer_losses(self.encoder, self.bank, images,
+                                       [(task.target, task.layers) for task, _ in batch], empty,
+                                       self.bank.no_augmentation())
+            for (task, _), task_losses in zip(batch, losses, strict=True):
+                finished += task.record_eval(task_losses)
         return finished
 
 

@@ -7,7 +7,7 @@ whole matrix early. The final pass then runs exactly as a run without drafts wou
 
 - the draft pass trains its own tasks (the plan's columns are untouched),
 - it draws its augmentations from the plan's shared stream (`targets.TargetBank`) and puts
-  the stream back where it found it, and torch's global generator too,
+  the stream back where it found it (its draw count too), and torch's global generator too,
 
 so every final cell is the one a run without drafts computes, and replaces its draft as it
 is reached. The drafts cost about DRAFT_FRACTION of the training steps.
@@ -77,11 +77,11 @@ def run_drafts(encoder: ClipEncoder, bank: TargetBank, columns: list[ColumnChain
     tasks = [task for column in columns for task in column.tasks()]
     extra = sum(column.steps for column in columns) - sum(task.total_steps for task in tasks)
     devices = [bank.device] if torch.device(bank.device).type == "cuda" else []
-    stream = bank.generator.get_state()
+    stream = bank.stream_state()
     try:
         with torch.random.fork_rng(devices=devices):
             Engine.for_config(encoder, bank, config).run(
                 tasks, on_sketch=on_sketch, should_stop=should_stop, extra_steps=extra,
                 on_progress=lambda report: on_progress(report.steps_done, report.steps_total))
     finally:
-        bank.generator.set_state(stream)
+        bank.set_stream_state(stream)

@@ -90,10 +90,18 @@ class SimplicityLevel:
     chosen_step: int
     seconds: float
     eval_losses: list[dict] = field(default_factory=list)
+    #: The column it belongs to, and where its next row starts (None after the last row):
+    #: what a checkpoint of the column after this row holds (scene/resume.py).
+    column: SimplicityColumn | None = field(default=None, repr=False, compare=False)
+    next_start: RowStart | None = field(default=None, repr=False, compare=False)
 
     @property
     def strokes(self) -> int:
         return int(self.keep.sum())
+
+    def chain_point(self, draws: int) -> ChainPoint:
+        """The column's checkpoint after this row (see `ChainPoint`)."""
+        return ChainPoint(self.row, draws, self.column.fidelity, self.next_start)
 
     def details(self) -> dict:
         """How the row was made, for the manifest."""
@@ -124,6 +132,19 @@ class RowStart:
     simplify: dict | None
     simplify_optimizer: dict | None
     allowed: np.ndarray
+
+
+@dataclass
+class ChainPoint:
+    """A column's checkpoint after row `row` (0: its fidelity sketch), taken when the shared
+    augmentation stream had drawn `draws` steps: the chosen fidelity run (what the rows read
+    of it: its cell, its strokes, its layer losses) and where the next row starts (None: the
+    column is finished)."""
+
+    row: int
+    draws: int
+    fidelity: FidelityResult | None = None
+    start: RowStart | None = None
 
 
 @dataclass
@@ -193,14 +214,14 @@ class PendingEval:
     inside_count: float
 
 
-def _cpu_copy(state: dict) -> dict:
+def cpu_copy(state: dict) -> dict:
     """A detached CPU copy of a (possibly nested) state dict, so snapshots cost no GPU memory."""
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
-        return {key: _cpu_copy(value) for key, value in state.items()}
+        return {key: cpu_copy(value) for key, value in state.items()}
     if isinstance(state, list):
-        return [_cpu_copy(value) for value in state]
+        return [cpu_copy(value) for value in state]
     return state
 
 
@@ -329,10 +350,10 @@ class SimplicityRowTask(Task):
             widths=pending.widths.numpy(), probabilities=pending.probabilities.double().numpy(),
             noise=pending.noise.numpy(),
             state=RowStart(
-                location=_cpu_copy(self.location.state_dict()),
-                location_optimizer=_cpu_copy(self.location_optimizer.state_dict()),
-                simplify=_cpu_copy(self.simplify.state_dict()),
-                simplify_optimizer=_cpu_copy(self.simplify_optimizer.state_dict()),
+                location=cpu_copy(self.location.state_dict()),
+                location_optimizer=cpu_copy(self.location_optimizer.state_dict()),
+                simplify=cpu_copy(self.simplify.state_dict()),
+                simplify_optimizer=cpu_copy(self.simplify_optimizer.state_dict()),
                 allowed=keep,
             ),
         ))
@@ -367,12 +388,16 @@ class SimplicityColumn:
         self.runs: dict[int, list[RowRun]] = {}
         self.started = time.perf_counter()
 
-    def start(self) -> list[Task]:
-        # Row 1 loads MLP_loc's weights but gives it a fresh Adam (reference scripts/run_ratio.py).
-        first = RowStart(self.fidelity.mlp_state, None, None, None, self.fidelity.on_canvas.copy())
-        return self._row_tasks(1, first) if self.ratios else []
+    @staticmethod
+    def first_start(fidelity: FidelityResult) -> RowStart:
+        """Row 1 loads MLP_loc's weights but gives it a fresh Adam (reference scripts/run_ratio.py)."""
+        return RowStart(fidelity.mlp_state, None, None, None, fidelity.on_canvas.copy())
 
-    def _row_tasks(self, row: int, start: RowStart) -> list[Task]:
+    def start(self) -> list[Task]:
+        return self.row_tasks(1, self.first_start(self.fidelity)) if self.ratios else []
+
+    def row_tasks(self, row: int, start: RowStart) -> list[Task]:
+        """The runs (one per seed) of `row`, from `start`."""
         return [SimplicityRowTask(self, row, seed, start) for seed in self.config.seeds]
 
     def receive(self, run: RowRun) -> Settled:
@@ -384,7 +409,9 @@ class SimplicityColumn:
         level, chosen = self._choose(run.row, candidates)
         del self.runs[run.row]
         logger.debug("%s L%d row %d: %d strokes", self.region, self.layer, level.row, level.strokes)
-        tasks = [] if run.row >= len(self.ratios) else self._row_tasks(run.row + 1, chosen.state)
+        if run.row < len(self.ratios):
+            level.next_start = chosen.state
+        tasks = [] if level.next_start is None else self.row_tasks(run.row + 1, level.next_start)
         # The networks' snapshots are tens of MB each: once the next row has loaded the chosen
         # one, none is needed (the finished runs stay referenced by the engine's results).
         for candidate in candidates:
@@ -405,7 +432,7 @@ class SimplicityColumn:
             expected_strokes=chosen.expected, probability_sum=chosen.probability_sum,
             seed=chosen.seed, chosen_step=chosen.step,
             seconds=time.perf_counter() - self.started,
-            eval_losses=[c.summary() for c in candidates],
+            eval_losses=[c.summary() for c in candidates], column=self,
         )
         self.started = time.perf_counter()
         return level, chosen

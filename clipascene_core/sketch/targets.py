@@ -40,6 +40,8 @@ class TargetBank:
         self.layers = {name: sorted(set(values)) for name, values in layers.items()}
         self.augmentations = augmentations
         self.generator = generator
+        #: Steps drawn so far (`draw` and `skip`): the clock a run's checkpoints are taken on.
+        self.draws = 0
         self.distortion = distortion
         self.crop_scale = crop_scale
         self.encode_batch = encode_batch
@@ -78,25 +80,49 @@ class TargetBank:
             for name, features in self.clean.items()
         }
 
-    def draw(self) -> tuple[torch.Tensor, dict[str, dict[int, torch.Tensor]]]:
-        """This step's augmentations: grids (A, S, S, 2) and the augmented target features
-        {name: {layer: (A, T, D)}}; A = `augmentations` (0 gives empty tensors)."""
+    def _random_part(self) -> torch.Tensor | None:
+        """What a step draws from the generator: pool picks, or fresh transforms."""
         if self.augmentations == 0:
-            grids = torch.empty(0, self.size, self.size, 2, device=self.device)
-            return grids, self.no_augmentation()
+            return None
         if self.pool_transforms is not None:
             count = self.pool_transforms.shape[0]
             picks = torch.randperm(count, generator=self.generator)[: self.augmentations]
             if len(picks) < self.augmentations:
                 picks = torch.randint(0, count, (self.augmentations,), generator=self.generator)
-            grids = sampling_grid(self.pool_transforms[picks], self.size, self.device)
-            device_picks = picks.to(self.device)
+            return picks
+        return self._sample(self.augmentations)
+
+    def skip(self) -> None:
+        """Advance the stream by one step's draw without computing it (a step in which no
+        task trains: a resumed task waits for the step its checkpoint was taken at)."""
+        self.draws += 1
+        self._random_part()
+
+    def draw(self) -> tuple[torch.Tensor, dict[str, dict[int, torch.Tensor]]]:
+        """This step's augmentations: grids (A, S, S, 2) and the augmented target features
+        {name: {layer: (A, T, D)}}; A = `augmentations` (0 gives empty tensors)."""
+        self.draws += 1
+        drawn = self._random_part()
+        if drawn is None:
+            grids = torch.empty(0, self.size, self.size, 2, device=self.device)
+            return grids, self.no_augmentation()
+        if self.pool_transforms is not None:
+            grids = sampling_grid(self.pool_transforms[drawn], self.size, self.device)
+            device_picks = drawn.to(self.device)
             return grids, {
                 name: {layer: value[device_picks] for layer, value in features.items()}
                 for name, features in self.pool_features.items()
             }
-        grids = sampling_grid(self._sample(self.augmentations), self.size, self.device)
+        grids = sampling_grid(drawn, self.size, self.device)
         return grids, {
             name: self._encode(apply_grids(image, grids), self.layers[name])
             for name, image in self.targets.items()
         }
+
+    def stream_state(self) -> tuple[torch.Tensor, int]:
+        """Where the augmentation stream stands: the generator's state and the draws so far."""
+        return self.generator.get_state(), self.draws
+
+    def set_stream_state(self, state: tuple[torch.Tensor, int]) -> None:
+        self.generator.set_state(state[0])
+        self.draws = state[1]
