@@ -78,7 +78,7 @@ def _recorded_facts(out_dir: Path) -> RunFacts | None:
     manifest = OutputFolder(out_dir).read_manifest()
     if manifest is None or manifest.preset is None:  # none yet, or written before schema 2
         return None
-    device = str(manifest.model.get("device") or "cpu")
+    device = str(manifest.model.device or "cpu")
     return RunFacts(manifest.preset, _device_type(device), tuple(manifest.regions))
 
 

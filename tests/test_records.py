@@ -15,6 +15,7 @@ from clipascene_core.io.records import (
     Drafts,
     Layout,
     Manifest,
+    ModelInfo,
     OutputFolder,
     Preset,
     Timings,
@@ -27,7 +28,8 @@ SCHEMA_1_CELL = {"row": 0, "layer": 8, "column": 0, "strokes": {"scene": 12},
 SCHEMA_1 = {"kind": "clipascene-matrix", "image": {"file": "a.png", "width": 40, "height": 30},
             "layers": [8], "rows": 2, "regions": ["scene"], "preprocessing": {"split": False},
             "notices": [], "cells_total": 2, "cells_done": 1, "cells": [SCHEMA_1_CELL],
-            "parameters": {}, "versions": {}, "command": "clipascene sketch a.png"}
+            "parameters": {}, "versions": {}, "command": "clipascene sketch a.png",
+            "model": {"clip": "ViT-B-32", "weights": "openai", "meaningful": True, "device": "cpu"}}
 
 
 def test_a_manifest_written_by_schema_1_still_reads(tmp_path):
@@ -37,8 +39,13 @@ def test_a_manifest_written_by_schema_1_still_reads(tmp_path):
     assert (manifest.rows, manifest.layers, manifest.split) == (2, [8], False)
     assert manifest.cells == [CellRecord(0, 8, 0, SCHEMA_1_CELL["files"], {"scene": 12}, {},
                                          {"scene": {"strokes": 12}})]
+    # Schema 1 had no precision: it reads as not known (a resume compares it, so a schema-1
+    # folder is never taken for a bf16 run's).
+    assert manifest.model == ModelInfo("ViT-B-32", "openai", True, "cpu")
+    assert manifest.model.decisive()["precision"] is None
     written = manifest.to_dict()
     assert written["cells_total"] == 2 and written["cells_done"] == 1
+    assert written["model"] == {**SCHEMA_1["model"], "precision": None, "precision_choice": None}
 
 
 def test_an_unreadable_manifest_is_none_not_an_error(tmp_path):
@@ -85,7 +92,7 @@ def test_a_store_made_before_layouts_and_run_facts_were_recorded_gets_them(tmp_p
     preset = Preset("auto", "standard", StepCounts({"scene": {"2": 1500, "11": 1500}}, 400, 3, (3,)))
     store.out_dir(ran.id).mkdir(parents=True)
     store.results(ran.id).path(OutputFolder.MANIFEST).write_text(json.dumps(Manifest(
-        layers=[2, 11], rows=4, regions=["scene"], model={"device": "cuda:0"},
+        layers=[2, 11], rows=4, regions=["scene"], model=ModelInfo(device="cuda:0"),
         preset=preset).to_dict()))
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as connection:
         for column in ("layout", "facts"):  # as an earlier version made it

@@ -72,7 +72,7 @@ def already_done(folder: Path, config: SketchConfig, clip_model: str) -> bool:
     manifest = OutputFolder(folder).read_manifest()
     return (manifest is not None and manifest.grid is not None
             and len(manifest.cells) == manifest.cells_total
-            and manifest.model.get("clip") == clip_model
+            and manifest.model.clip == clip_model
             and manifest.parameters == json.loads(json.dumps(config_dict(config))))
 
 

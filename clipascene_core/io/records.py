@@ -154,6 +154,35 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """The CLIP a run used: its model, weights (a file, a tag, or "random"), whether they
+    depict anything (`meaningful`: false for random weights), the device, the precision it
+    ran in and how that was chosen (`models.precision.PrecisionChoice`'s dict). Fields an
+    earlier manifest lacks read as None."""
+
+    clip: str | None = None
+    weights: str | None = None
+    meaningful: bool | None = None
+    device: str | None = None
+    precision: str | None = None
+    precision_choice: dict | None = None
+
+    #: What decides the strokes (not, e.g., how a precision choice was measured): two runs
+    #: whose `decisive` fields differ draw different cells.
+    DECISIVE = ("clip", "weights", "meaningful", "device", "precision")
+
+    def decisive(self) -> dict:
+        return {name: getattr(self, name) for name in self.DECISIVE}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelInfo:
+        return cls(**_known(cls, values))
+
+
+@dataclass(frozen=True)
 class Drafts:
     """The draft pass of a progressive run (sketch/progressive.py): the fraction of the
     training steps it drew with, and its steps."""
@@ -213,7 +242,7 @@ class Manifest:
     regions: list[str]
     image: dict = field(default_factory=dict)
     frame: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
+    model: ModelInfo = field(default_factory=ModelInfo)
     #: None in a manifest written before schema 2.
     preset: Preset | None = None
     preprocessing: dict = field(default_factory=dict)
@@ -246,7 +275,7 @@ class Manifest:
     def to_dict(self) -> dict:
         values: dict[str, Any] = {
             "kind": self.kind, "schema_version": self.schema_version, "image": self.image,
-            "frame": self.frame, "model": self.model,
+            "frame": self.frame, "model": self.model.to_dict(),
             "preset": self.preset.to_dict() if self.preset is not None else {},
             "layers": list(self.layers), "rows": self.rows, "regions": self.regions,
             "preprocessing": self.preprocessing, "notices": self.notices,
@@ -269,6 +298,7 @@ class Manifest:
         known = _known(cls, values)
         known.setdefault("schema_version", 1)  # the first layout had no version field
         known["cells"] = [CellRecord.from_dict(cell) for cell in known.get("cells", [])]
+        known["model"] = ModelInfo.from_dict(known.get("model") or {})
         known["preset"] = Preset.from_dict(known["preset"]) if known.get("preset") else None
         known["timings"] = Timings.from_dict(known["timings"]) if known.get("timings") else None
         known["drafts"] = Drafts.from_dict(known["drafts"]) if known.get("drafts") else None

@@ -61,14 +61,11 @@ CHECKPOINTS = "resume"
 IDENTITY = "matrix.json"
 FORMAT = 1
 
-#: What of the manifest's `model` decides the strokes (not, e.g., how a choice was measured).
-MODEL_KEYS = ("clip", "weights", "meaningful", "device", "precision")
-
 
 def _identity(manifest: Manifest) -> dict:
     return json.loads(json.dumps({
         "parameters": manifest.parameters, "versions": manifest.versions,
-        "model": {key: manifest.model.get(key) for key in MODEL_KEYS},
+        "model": manifest.model.decisive(),
         "layers": manifest.layers, "rows": manifest.rows, "regions": manifest.regions}))
 
 
