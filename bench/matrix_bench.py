@@ -4,7 +4,10 @@ Runs `sketch_matrix` itself (the product's own pipeline) on the sample photo wit
 ViT-B-32 architecture and random weights (the real compute; no weights needed), at the
 `preview` preset's shape (3 columns x 9 rows x 2 regions, 64 strokes) with its step counts
 scaled down, column-first (the CPU's schedule), without drafts and with them (the CPU
-default): every cell drafted from a tenth of its steps, then the final cells.
+default): every cell drafted from a tenth of its steps, then the final cells; and, for the
+question whether batching several columns into one CLIP batch pays on this machine, with all
+columns in lock-step (every column's fidelity sketches, then every column's rows, in one
+batch a step).
 
 Run from the repository root (nothing else heavy beside it: two torch processes on two
 cores slow each other down):
@@ -67,9 +70,11 @@ def run(fidelity_steps: int, row_steps: int, device: str) -> str:
     full = make_config("preview")
     full_drafts = draft_config(full)
     results = {}
-    for label, progressive in (("no drafts", False), ("drafts first", True)):
+    for label, schedule, progressive in (("no drafts", "column", False),
+                                         ("drafts first", "column", True),
+                                         ("all columns batched, drafts first", "lockstep", True)):
         config = make_config("preview", iterations=fidelity_steps, simplicity_steps=row_steps,
-                             schedule="column", progressive=progressive)
+                             schedule=schedule, progressive=progressive)
         with tempfile.TemporaryDirectory() as out:
             results[label] = run_matrix(encoder, config, Path(out))
     fidelity_scale = full.iterations / fidelity_steps
@@ -78,12 +83,13 @@ def run(fidelity_steps: int, row_steps: int, device: str) -> str:
     lines = [
         f"Machine: {machine()}; device {device}; CLIP precision {choice.describe()}.",
         f"Matrix: {len(full.layers)} columns x {full.simplicity_rows + 1} rows x 2 regions, "
-        f"{full.strokes} strokes, column-first; {fidelity_steps} fidelity steps and {row_steps} "
+        f"{full.strokes} strokes; {fidelity_steps} fidelity steps and {row_steps} "
         f"per simplicity row (the preview's {full.iterations} and {full.simplicity_steps}, "
         "scaled down).",
         "",
-        "| measurement | no drafts | drafts first (the CPU default) |",
-        "|---|---|---|",
+        "| measurement | column-first, no drafts | column-first, drafts first (the CPU default) "
+        "| all columns batched (lock-step), drafts first |",
+        "|---|---|---|---|",
     ]
 
     def row(label, key, fmt="{:.1f} s"):
