@@ -12,7 +12,7 @@ from clipascene_core.config import make_config
 from clipascene_core.io.records import ProgressEvent
 from clipascene_core.scene.resume import CHECKPOINTS, sketch_resumable
 from clipascene_core.sketch.engine import Cancelled
-from tests.test_matrix import photo
+from tests.scenes import small_object_photo
 from tests.tiny_models import save_tiny_split_models
 
 SEEDS = (3, 1003)
@@ -33,7 +33,7 @@ def config_for(schedule: str):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_encoder):
     folder = tmp_path_factory.mktemp("checkpoints")
-    return folder, save_tiny_split_models(folder / "models"), photo(folder / "photo.png")
+    return folder, save_tiny_split_models(folder / "models"), small_object_photo(folder / "photo.png")
 
 
 class Run:
