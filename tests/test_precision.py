@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from clipascene_core.config import make_config
 from clipascene_core.io.images import to_canvas_tensor
 from clipascene_core.models.clip import load_clip
-from clipascene_core.models.precision import choose_precision, measured_choice
+from clipascene_core.models.precision import CLEARLY_SLOWER, choose_precision, measure, measured_choice
 from clipascene_core.sketch.engine import cell_layer_losses, render_batch
 from clipascene_core.sketch.fidelity import FidelityCell, train_fidelity
 from clipascene_core.sketch.seeding import initialise_strokes, saliency_map
@@ -183,3 +184,31 @@ def test_bf16_fidelity_run_ends_where_float32_ends(encoders, scene):
     full, half = results
     assert half.best_loss < half.initial_loss
     assert half.best_loss == pytest.approx(full.best_loss, rel=0.02)
+
+
+class SteppedEncoder:
+    """An encoder whose every step (forward + backward) takes `seconds`: measure's boundary."""
+
+    num_layers = 12
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.steps = 0
+        self.mean = torch.zeros(3)
+        self.visual = type("Visual", (), {"image_size": 8})()
+
+    def layer_features(self, pixels, layers):
+        self.steps += 1
+        time.sleep(self.seconds)
+        return {layers[0]: pixels.mean(dim=(2, 3))}
+
+
+def test_a_precision_clearly_slower_at_its_first_step_is_not_timed_again():
+    """On a CPU without native bf16, a bf16 step takes 10-40x fp32's: `auto`'s first run pays
+    that step once, not four times; a precision within reach is timed in full."""
+    # Sleeps, with margins wide enough for a busy machine's scheduling delays.
+    fast, close = SteppedEncoder(0.02), SteppedEncoder(0.05)
+    hopeless = SteppedEncoder(0.02 * CLEARLY_SLOWER * 5)
+    figures = measure({"fp32": fast, "bf16": close, "emulated": hopeless}, repeats=3)
+    assert (fast.steps, close.steps, hopeless.steps) == (4, 4, 1)
+    assert figures["emulated"] >= 1000 * hopeless.seconds > figures["bf16"] > figures["fp32"]

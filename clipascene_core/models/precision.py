@@ -108,11 +108,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: A first step this many times the fastest precision's first step is not timed again.
+CLEARLY_SLOWER = 8
+
+
 def measure(encoders: dict, repeats: int = 3, batch: int = 5) -> dict[str, float]:
     """Milliseconds of one training step of each encoder ({name: ClipEncoder}): a batch of
     `batch` images (a sketch and its augmentations) forward to layer 8 (or the last) and
     back to the pixels, as a fidelity step does. Interleaved, after a warm-up, the median
-    of `repeats`, so that a busy machine slows both alike."""
+    of `repeats`, so that a busy machine slows both alike; one clearly slower at its first
+    step (`CLEARLY_SLOWER`) is not timed again."""
     first = next(iter(encoders.values()))
     device = first.mean.device
     size = first.visual.image_size
@@ -128,12 +133,18 @@ def measure(encoders: dict, repeats: int = 3, batch: int = 5) -> dict[str, float
         _sync(device)
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {name: [] for name in encoders}
-    for encoder in encoders.values():
-        step(encoder)
+    warm_up = {name: step(encoder) for name, encoder in encoders.items()}
+    # A precision whose first step took many times the fastest one's cannot win (no warm-up
+    # costs that much); its one step is its figure, so that a CPU without native bf16 (whose
+    # emulated bf16 step takes 10-40x fp32's) pays one slow step, not four.
+    slow = {name for name, seconds in warm_up.items()
+            if seconds > CLEARLY_SLOWER * min(warm_up.values())}
+    times: dict[str, list[float]] = {name: [warm_up[name]] if name in slow else []
+                                     for name in encoders}
     for _ in range(repeats):
         for name, encoder in encoders.items():
-            times[name].append(step(encoder))
+            if name not in slow:
+                times[name].append(step(encoder))
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
