@@ -5,12 +5,14 @@ the cells of an uninterrupted run with the same seed (same process, same CPU).""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
 from clipascene_core.config import make_config
 from clipascene_core.io.records import ProgressEvent
-from clipascene_core.scene.resume import CHECKPOINTS, sketch_resumable
+from clipascene_core.scene import resume as resume_module
+from clipascene_core.scene.resume import CHECKPOINTS, Checkpoints, sketch_resumable
 from clipascene_core.sketch.engine import Cancelled
 from tests.scenes import small_object_photo
 from tests.tiny_models import save_tiny_split_models
@@ -168,3 +170,28 @@ def test_checkpoints_of_another_matrix_are_not_used(setup, tiny_encoder, uninter
     whole, whole_steps = uninterrupted["column"]
     assert again.progress.steps_total == whole_steps
     assert cells(out) == whole
+
+
+@pytest.mark.parametrize(("schedule", "after", "extra"), [("lockstep", "object-r1-L8", 1),
+                                                           ("column", "object-r0-L8", 2)])
+def test_checkpoints_written_in_the_background_resume_to_the_same_cells(
+        setup, tiny_encoder, uninterrupted, tmp_path, monkeypatch, schedule, after, extra):
+    """As on a GPU, where a thread writes the checkpoints while the training goes on: a
+    cancelled run waits for them, and the resumed run ends with the uninterrupted cells."""
+    monkeypatch.setattr(Checkpoints, "background_on", ("cpu",))
+    writers = set()
+    save = resume_module._save
+
+    def recording_save(path, data):
+        writers.add(threading.current_thread().name)
+        save(path, data)
+
+    monkeypatch.setattr(resume_module, "_save", recording_save)
+    whole, _ = uninterrupted[schedule]
+    out = tmp_path / "out"
+    assert Run(setup, tiny_encoder, out, schedule, after, extra).cancelled
+    assert (out / CHECKPOINTS / f"{after}.sketch.pt").is_file()
+    again = Run(setup, tiny_encoder, out, schedule)
+    assert not again.cancelled and cells(out) == whole
+    assert not (out / CHECKPOINTS).exists()
+    assert writers and all(name.startswith("checkpoints") for name in writers), writers
