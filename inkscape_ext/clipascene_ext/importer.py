@@ -9,44 +9,29 @@ layer as a whole, and "Change Abstraction" can swap strokes without touching the
 elements ids that are unique in the document (inkex's own id generation) and move its clip
 path and path effects into `<defs>`.
 
-The cell SVG comes over the network, so it is parsed as untrusted input: no DTD (hence no
-entities), no huge-tree mode, bounded size, number of paths and path data, finite and sane
-numbers, and only the paths directly inside the region groups are read.
+The cell SVG comes over the network, so it is read as untrusted input (`cellsvg`).
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import random
 import re
 
 import inkex
 from lxml import etree
 
+from .cellsvg import REGION_LABELS, cell_size, parse_cell, path_data, regions, stroke_width
 from .source import SUPPORTED_FORMATS, sniff_format
 from .style import StrokeStyle, styled_stroke, taper_effect
 from .words import cell_name
 
 LAYER_LABEL = "CLIPascene — {cell}"  # words.cell_name
-#: Cell group id -> the label of the sub-group in the imported layer.
-REGION_LABELS = {"background": "Background", "foreground": "Foreground", "scene": "Sketch"}
-
-#: Limits on a cell SVG: far above what the backend writes (256 strokes per region, each cut
-#: into a few pieces of one cubic), far below what would hurt Inkscape.
-MAX_CELL_BYTES = 8 * 2**20
-MAX_PATHS = 20_000
-MAX_PATH_DATA = 4_096  # characters of one path's `d`
-MAX_COORDINATE = 1e6  # bitmap px, in absolute value
-MAX_STROKE_WIDTH = 1e4
-
 _SVG = "{http://www.w3.org/2000/svg}"
 _INKSCAPE = "{http://www.inkscape.org/namespaces/inkscape}"
 _IMPORTED_STYLE = "data-clipascene-imported-style"
 _CLIP_ID = "clipascene-clip"  # provisional, inside the detached fragment only
-_CELL_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True,
-                               huge_tree=False, remove_comments=True, remove_pis=True)
-_PATH_TOKENS = re.compile(r"\s*(?:([MmCcLlZz])|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))\s*,?")
+
 
 
 def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row: int, column: int,
@@ -67,7 +52,7 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
     layer number of the fidelity column), `-image` (the image's id) and `-style`. It is
     detached and has no ids yet: add it with `insert_layer` or `replace_strokes`.
     """
-    cell = _parse_cell(cell_svg)
+    cell = parse_cell(cell_svg)
     style = style or StrokeStyle()
     result = inkex.Layer.new(LAYER_LABEL.format(cell=cell_name(layer, row, part, draft)))
     if draft:
@@ -79,13 +64,13 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
     result.set("data-clipascene-style", style.encode())
     result.transform = inkex.Transform(transform)
     effects = []
-    for region, paths in _regions(cell):
+    for region, paths in regions(cell):
         group = inkex.Group.new(REGION_LABELS[region])
         group.set("data-clipascene-region", region)
         for index, source in enumerate(paths):
             path = _stroke(source, index, style, pixels)
             if style.taper:
-                effect = taper_effect(_stroke_width(source) * style.width_scale)
+                effect = taper_effect(stroke_width(source) * style.width_scale)
                 effect.set("id", f"clipascene-effect-{len(effects)}")  # provisional, see _adopt
                 path.set("inkscape:path-effect", f"#{effect.get('id')}")
                 effects.append(effect)
@@ -93,7 +78,7 @@ def build_layer(cell_svg: bytes, transform: inkex.Transform, *, job_id: str, row
         result.append(group)
     for effect in effects:
         result.insert(0, effect)  # waits here until _adopt moves it into defs
-    if clip_rect is not None and clip is not False and (clip or not _covers(clip_rect, _cell_size(cell))):
+    if clip_rect is not None and clip is not False and (clip or not _covers(clip_rect, cell_size(cell))):
         x0, y0, x1, y1 = (float(value) for value in clip_rect)
         result.set("data-clipascene-clip", f"{x0:.10g} {y0:.10g} {x1:.10g} {y1:.10g}")
         _clip_regions(result, (x0, y0, x1, y1))
@@ -189,62 +174,10 @@ def find_layers(svg, job_id: str | None = None, image_id: str | None = None) -> 
     return found
 
 
-# --- the cell ------------------------------------------------------------------------------------
-
-def _parse_cell(cell_svg: bytes):
-    def refuse(why: str):
-        return inkex.AbortExtension(f"The backend sent a sketch that {why}; it was not imported. "
-                                    "Try the cell again or restart the backend.")
-
-    if len(cell_svg) > MAX_CELL_BYTES:
-        raise refuse(f"is larger than {MAX_CELL_BYTES // 2**20} MB")
-    if b"<!DOCTYPE" in cell_svg or b"<!ENTITY" in cell_svg:
-        raise refuse("declares a DTD or entities")
-    try:
-        root = etree.fromstring(cell_svg, _CELL_PARSER)
-    except etree.XMLSyntaxError as error:
-        raise refuse(f"is not valid SVG ({error})") from None
-    if root.getroottree().docinfo.doctype:  # a DTD in another encoding than ASCII's
-        raise refuse("declares a DTD or entities")
-    if root.tag != _SVG + "svg":
-        raise refuse("is not an SVG document")
-    return root
-
-
-def _cell_size(cell) -> tuple[float, float] | None:
-    """(W, H) in bitmap px from the cell's viewBox (or width/height)."""
-    numbers = re.split(r"[\s,]+", (cell.get("viewBox") or "").strip())
-    try:
-        if len(numbers) == 4:
-            return float(numbers[2]), float(numbers[3])
-        return float(cell.get("width")), float(cell.get("height"))
-    except (TypeError, ValueError):
-        return None
-
-
-def _regions(cell) -> list[tuple[str, list]]:
-    """(region, its path elements) for the cell's region groups, in the cell's order
-    (background below foreground). Only `<path>` children of the top-level groups `background`,
-    `foreground` and `scene` count: nothing in defs, clip paths, masks or nested elements."""
-    regions = []
-    count = 0
-    for child in cell:
-        if child.tag != _SVG + "g" or child.get("id") not in REGION_LABELS:
-            continue
-        paths = [path for path in child if path.tag == _SVG + "path"]
-        count += len(paths)
-        if count > MAX_PATHS:
-            raise inkex.AbortExtension(
-                f"The backend sent a sketch with more than {MAX_PATHS} strokes; it was not imported.")
-        if paths:
-            regions.append((child.get("id"), paths))
-    return regions
-
-
 def _stroke(source, index: int, style: StrokeStyle, pixels) -> inkex.PathElement:
     """One imported stroke: the cell's `d` (checked), drawn as `style` says, a readable label."""
     path = inkex.PathElement()
-    for name, value in styled_stroke(_path_data(source.get("d", "")), _stroke_width(source),
+    for name, value in styled_stroke(path_data(source.get("d", "")), stroke_width(source),
                                      style, pixels).items():
         path.set(name, value)
     path.set(_IMPORTED_STYLE, path.get("style"))  # tells Change Abstraction what the user changed
@@ -254,51 +187,6 @@ def _stroke(source, index: int, style: StrokeStyle, pixels) -> inkex.PathElement
     if source_id:
         path.set("data-clipascene-stroke", source_id[:100])
     return path
-
-
-def _path_data(d: str) -> str:
-    """`d` when it is plain path data (M, C, L, Z; finite, bounded numbers), else AbortExtension."""
-    def refuse(why: str):
-        return inkex.AbortExtension(f"The backend sent a sketch with a stroke whose path data {why}; "
-                                    "it was not imported.")
-
-    if len(d) > MAX_PATH_DATA:
-        raise refuse(f"is longer than {MAX_PATH_DATA} characters")
-    position, first = 0, True
-    while position < len(d):
-        match = _PATH_TOKENS.match(d, position)
-        if match is None or match.end() == position:
-            raise refuse(f"is not M/C/L/Z path data (at {d[position:position + 20]!r})")
-        command, number = match.groups()
-        if first and command not in ("M", "m"):
-            raise refuse("does not start with a move")
-        first = False
-        if number is not None:
-            value = float(number)
-            if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
-                raise refuse(f"holds the number {number}")
-        position = match.end()
-    if first:
-        raise refuse("is empty")
-    return d.strip()
-
-
-def _stroke_width(source) -> float:
-    """The cell stroke's width in bitmap px (1 when it gives none); AbortExtension when absurd."""
-    text = source.get("stroke-width") or _inline_style(source.get("style")).get("stroke-width") or "1"
-    try:
-        width = float(text)
-    except ValueError:
-        width = math.nan
-    if not (math.isfinite(width) and 0 <= width <= MAX_STROKE_WIDTH):
-        raise inkex.AbortExtension(f"The backend sent a sketch with the stroke width {text[:40]!r}; "
-                                   "it was not imported.")
-    return width
-
-
-def _inline_style(text: str | None) -> dict:
-    pairs = (item.split(":", 1) for item in (text or "").split(";") if ":" in item)
-    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def _covers(rect, size: tuple[float, float] | None) -> bool:
@@ -438,8 +326,8 @@ def preview_svg(cell_svg: bytes, style: StrokeStyle, pixels=None, photo: bytes |
     PNG/JPEG/WebP) when given: what the import will look like, for the picker to render.
     `like`: the imported layer the cell will replace; what the user restyled on its groups
     and strokes carries over, as `replace_strokes` carries it."""
-    cell = _parse_cell(cell_svg)
-    size = _cell_size(cell) or (1.0, 1.0)
+    cell = parse_cell(cell_svg)
+    size = cell_size(cell) or (1.0, 1.0)
     layer = build_layer(cell_svg, inkex.Transform(), job_id="preview", row=0, column=0, layer=0,
                         part="combined", image_id="", style=style, pixels=pixels)
     if like is not None:
