@@ -7,6 +7,7 @@ and the routers (`routers/`: service, jobs, cells).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import sqlite3
@@ -43,7 +44,7 @@ def is_loopback(host: str) -> bool:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     store, settings, workers = app.state.store, app.state.settings, app.state.workers
-    for job_id, outcome in store.recover():
+    for job_id, outcome in await asyncio.to_thread(store.recover):  # SQLite: off the event loop
         logger.warning("job %s was interrupted by a stop of the backend: %s", job_id, outcome)
     if settings.start_workers:
         for worker in workers:
