@@ -56,7 +56,11 @@ def start_server(tmp_path_factory):
 
 
 def make_client(data_dir: Path, executor: ExecutorSettings) -> TestClient:
-    models = ModelSettings("tiny-test", "random", data_dir / "models")
+    # fp32 pinned: `auto` is measured in each process, per thread count (a Ray task runs one
+    # thread, this process two), and on a busy machine the tiny model's two precisions are
+    # close enough for the measurement to choose either; cells compared across executors
+    # must come from one precision.
+    models = ModelSettings("tiny-test", "random", data_dir / "models", precision="fp32")
     return TestClient(create_app(Settings(data_dir=data_dir, devices=["cpu"], models=models,
                                           executor=executor)))
 
@@ -97,7 +101,7 @@ def test_two_jobs_through_the_daemon_on_ray_give_the_local_executors_cells(
     ImageDraw.Draw(drawn).rectangle((25, 15, 85, 80), fill=255)
     jobs = [(dict(TINY, seed=1), None), (dict(TINY, seed=2, split=True), png_bytes(drawn))]
     server = start_server(tmp_path / "ray", "--executor", "ray", "--ray-address", cluster,
-                          "--gpus-per-job", "0")
+                          "--gpus-per-job", "0", "--precision", "fp32")  # see make_client
     health = server.client.get("/v1/health").json()
     assert health["executor"]["kind"] == "ray" and health["executor"]["jobs_at_once"] == 2
     assert health["executor"]["cluster"]["total"]["CPU"] == 2
@@ -107,6 +111,7 @@ def test_two_jobs_through_the_daemon_on_ray_give_the_local_executors_cells(
     on_ray = [cell_files(server.client, job_id) for job_id in ids]
     manifest = server.client.get(f"/v1/jobs/{ids[1]}/manifest.json").json()
     assert manifest["preprocessing"]["mask_method"] == "user"
+    assert manifest["model"]["precision"] == "fp32"  # the pinned precision reached the task
 
     with make_client(tmp_path / "local", ExecutorSettings()) as local:
         assert local.get("/v1/health").json()["executor"] == {"kind": "local"}
