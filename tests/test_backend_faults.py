@@ -143,10 +143,16 @@ def as_other_user() -> dict:
 def set_writable(folder: Path, writable: bool, what: str = "folder") -> None:
     """Turn the data folder and everything in it (or only its database) read-only, or
     writable again."""
-    for path in [folder, *folder.rglob("*")] if what == "folder" else [folder / "jobs.sqlite3"]:
-        mode = path.stat().st_mode
-        mode = mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-        path.chmod(mode)
+    # os.walk skips a folder that goes while it walks (the running job's checkpoints).
+    tree = [folder, *(Path(root) / name for root, folders, files in os.walk(folder)
+                      for name in folders + files)]
+    for path in tree if what == "folder" else [folder / "jobs.sqlite3"]:
+        try:
+            mode = path.stat().st_mode
+            mode = mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+            path.chmod(mode)
+        except FileNotFoundError:  # gone meanwhile: SQLite's -wal, a checkpoint's .part file
+            pass
 
 
 @pytest.fixture
