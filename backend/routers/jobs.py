@@ -15,10 +15,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from clipascene_core.io.images import load_image
+from clipascene_core.io.records import Layout
 from clipascene_core.models.clip import WeightsError
 
 from ..deps import JobDep, SettingsDep, StoreDep, WakeDep, WorkersDep, read_upload
-from ..facts import resolve_facts, torch_device_type
+from ..facts import RunFacts, resolve_facts, torch_device_type
 from ..health import missing_clip_weights
 from ..jobs_view import cell_ready, job_info
 from ..params import JobParams, job_key
@@ -72,7 +73,10 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
         raise HTTPException(400, "params must be a JSON object, e.g. {\"preset\": \"preview\"}.")
     try:
         job_params = JobParams(**decoded)
-        job_params.to_config()  # refused here with its sentence, before the upload is read
+        # The run facts, resolved once for the first device ("auto" resolves by it); a
+        # ConfigError is refused here with its sentence, before the image is decoded.
+        facts, layout = resolve_facts(job_params.canonical(),
+                                      torch_device_type(settings.devices[0]))
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
                              for item in error.errors())
@@ -87,19 +91,17 @@ async def submit(request: Request, store: StoreDep, settings: SettingsDep, worke
     name = Path(image.filename or "image").name[:200]
     key = job_key(data, job_params, settings.models.identity, mask_data)
     job, cached, progress = await asyncio.to_thread(
-        _store_job, store, settings, key, job_params.canonical(), name, data, checked,
-        (mask_data, drawn["suffix"]) if mask_data is not None else None)
+        _store_job, store, settings, key, job_params.canonical(), facts, layout, name, data,
+        checked, (mask_data, drawn["suffix"]) if mask_data is not None else None)
     wake.set()
     return JSONResponse(Submitted(id=job.id, status=job.status, cached=cached,
                                   eta_s=progress.eta_s, estimate=progress.estimate).model_dump(),
                         status_code=200 if cached else 202)
 
 
-def _store_job(store, settings, key: str, params: dict, name: str, data: bytes, checked: dict,
-               mask: tuple[bytes, str] | None):
-    """Store a submission (run in a thread: the store is SQLite) -> (job, cached, progress).
-    Its run facts are resolved here, once, for the first device ("auto" resolves by it)."""
-    facts, layout = resolve_facts(params, torch_device_type(settings.devices[0]))
+def _store_job(store, settings, key: str, params: dict, facts: RunFacts, layout: Layout,
+               name: str, data: bytes, checked: dict, mask: tuple[bytes, str] | None):
+    """Store a submission (run in a thread: the store is SQLite) -> (job, cached, progress)."""
     job, cached = store.submit(key, params, layout, name, data, checked["suffix"],
                                checked["width"], checked["height"], mask=mask, facts=facts)
     _image_digest(store, job.id, data)
