@@ -216,7 +216,7 @@ class Checkpoints:
         if self._writer is None:
             self._write(files, what)
         else:
-            self._writer.submit(self._write, files, what)
+            self._writer.submit(self._write, files, what).add_done_callback(_unexpected)
 
     def _write(self, files: list[tuple[Path, dict]], what: str) -> None:
         try:
@@ -232,6 +232,13 @@ class Checkpoints:
         """Wait until every checkpoint asked for is written."""
         if self._writer is not None:
             self._writer.shutdown(wait=True)
+
+
+def _unexpected(future) -> None:
+    """A background write's failure other than the disk's (those `_write` logs itself): said
+    in the log, as the synchronous write would have raised it, not lost with its future."""
+    if future.exception() is not None:
+        logger.error("resuming: a checkpoint was not written", exc_info=future.exception())
 
 
 def _schedule(plan: MatrixPlan) -> str:
